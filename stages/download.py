@@ -1,0 +1,286 @@
+"""download stage: fetch one dataset's source into data/raw/<dataset>/ and verify its fingerprint.
+
+Sources: an http(s) archive (zip or tar) or a local directory of class folders, or a pair of
+course HDF5 files (paths or URLs). With LOCAL_DATA_DIR set, remote sources are read from the
+`mirror` path under that directory instead, so the stage runs offline with identical results.
+
+    python -m stages.download <dataset>
+"""
+
+import argparse
+import contextlib
+import logging
+import shutil
+import sys
+import tarfile
+import tempfile
+import zipfile
+import zlib
+from pathlib import Path, PurePosixPath
+
+import h5py
+import pooch
+import requests
+
+from stages.config import LOCAL_DATA_ENV, ParamsError, dataset_spec, load_params, local_data_dir
+from stages.files import staged_path, tree_fingerprint
+
+log = logging.getLogger("download")
+
+DOWNLOAD_TIMEOUT_SECONDS = 120
+SNIFF_BYTES = 1024
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+ZIP_SIGNATURE = b"PK\x03\x04"
+COMPRESSED_TAR_SIGNATURES = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ")
+TAR_ERRORS = (tarfile.TarError, EOFError, OSError, zlib.error)
+ZIP_ERRORS = (zipfile.BadZipFile, EOFError, OSError, zlib.error)
+H5_ERRORS = (OSError, KeyError, ValueError)
+
+
+class DownloadError(RuntimeError):
+    """A source that could not be fetched or did not hold what params.yaml promises."""
+
+
+def is_remote(location):
+    return location.startswith(("http://", "https://"))
+
+
+def download_dataset(spec, local_dir=None):
+    """Fetch spec's source into spec.raw_dir, verify it, and return the per-class file counts."""
+    with tempfile.TemporaryDirectory() as scratch, staged_path(spec.raw_dir, directory=True) as staging:
+        if spec.source_kind == "h5":
+            fetch_h5_pair(spec, staging, Path(scratch), local_dir)
+        else:
+            fetch_class_folders(spec, staging, Path(scratch), local_dir)
+        verify_fingerprint(spec, staging)
+        return {entry.name: describe_entry(entry) for entry in sorted(staging.iterdir())}
+
+
+def describe_entry(path):
+    """'205 files' for a class folder, '1,846,560 bytes' for a single file."""
+    if path.is_dir():
+        return f"{sum(1 for item in path.rglob('*') if item.is_file())} files"
+    return f"{path.stat().st_size:,} bytes"
+
+
+# --- class folders -------------------------------------------------------------------------
+
+def fetch_class_folders(spec, staging, scratch, local_dir):
+    """Copy each class folder of the source into staging/<class name>/."""
+    url, root = spec.source["url"], spec.source.get("root", "")
+    if is_remote(url) and local_dir is not None:
+        copy_class_folders(spec, mirror_path(spec, local_dir), staging)
+    elif is_remote(url):
+        extract_class_folders(spec, fetch_url(spec, url, scratch), root, staging)
+    elif Path(url).is_file():
+        extract_class_folders(spec, Path(url), root, staging)
+    elif Path(url).is_dir():
+        copy_class_folders(spec, Path(url) / root, staging)
+    else:
+        raise DownloadError(f"source.url '{url}' is neither an http(s) URL nor an existing file or directory")
+
+
+def mirror_path(spec, local_dir):
+    """Where LOCAL_DATA_DIR holds this dataset's copy; an error if it is not there."""
+    mirror = spec.source.get("mirror")
+    if not mirror:
+        raise DownloadError(f"{LOCAL_DATA_ENV} is set but datasets.{spec.name}.source.mirror is not: "
+                            "name the dataset's folder under that directory, or unset the variable")
+    path = local_dir / mirror
+    if not path.exists():
+        raise DownloadError(f"{LOCAL_DATA_ENV}={local_dir}: expected the local copy at {path}, which does not exist")
+    return path
+
+
+def copy_class_folders(spec, root, staging):
+    for class_name, folder in spec.classes.items():
+        source_folder = root / folder
+        files = sorted(path for path in source_folder.rglob("*") if path.is_file() and not path.name.startswith(".")) \
+            if source_folder.is_dir() else []
+        if not files:
+            raise missing_class_error(spec, class_name, folder, root, sorted_children(root))
+        for path in files:
+            target = staging / class_name / path.relative_to(source_folder)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+
+
+def sorted_children(folder):
+    return sorted(path.name for path in folder.iterdir()) if folder.is_dir() else []
+
+
+def missing_class_error(spec, class_name, folder, root, found):
+    found_text = ", ".join(found[:20]) + (" ..." if len(found) > 20 else "") if found else "nothing"
+    return DownloadError(f"class '{class_name}' expects a non-empty folder '{folder}' under {root}; "
+                         f"found there: {found_text}")
+
+
+def extract_class_folders(spec, archive_path, root, staging):
+    """Extract only the class folders' files from a zip or tar archive."""
+    prefixes = {class_name: PurePosixPath(root, folder) for class_name, folder in spec.classes.items()}
+    extracted = dict.fromkeys(prefixes, 0)
+    children_of_root = set()
+    for member_name, read_member in archive_members(archive_path):
+        member = PurePosixPath(member_name)
+        if ".." in member.parts or member.is_absolute():
+            raise DownloadError(f"archive {archive_path.name} holds an unsafe path '{member_name}'")
+        if member.is_relative_to(root) and member != PurePosixPath(root):
+            children_of_root.add(member.relative_to(root).parts[0])
+        for class_name, prefix in prefixes.items():
+            if member.is_relative_to(prefix) and not member.name.startswith("."):
+                target = staging / class_name / member.relative_to(prefix)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(read_member())
+                extracted[class_name] += 1
+    for class_name, count in extracted.items():
+        if count == 0:
+            raise missing_class_error(spec, class_name, spec.classes[class_name],
+                                      f"'{root or '.'}' in the archive", sorted(children_of_root))
+
+
+def archive_members(archive_path):
+    """Yield (name, read) for every regular file of a zip or tar archive, with clear errors."""
+    kind = sniff(archive_path)
+    if kind == "zip":
+        with archive_errors("zip", ZIP_ERRORS), zipfile.ZipFile(archive_path) as archive:
+            for info in archive.infolist():
+                if not info.is_dir():
+                    yield info.filename, lambda info=info: read_member(archive.read, info, "zip", ZIP_ERRORS)
+    elif kind == "tar":
+        with archive_errors("tar", TAR_ERRORS), tarfile.open(archive_path) as archive:
+            for info in archive:
+                if info.isfile():
+                    yield info.name, lambda info=info: read_member(
+                        lambda member: archive.extractfile(member).read(), info, "tar", TAR_ERRORS)
+    else:
+        raise DownloadError(f"expected a zip or tar archive, got {describe_unknown(archive_path)}")
+
+
+@contextlib.contextmanager
+def archive_errors(kind, errors):
+    """Turn a library's errors about a damaged archive into one DownloadError."""
+    try:
+        yield
+    except errors as error:
+        raise DownloadError(f"the {kind} archive is corrupt or truncated ({error})") from error
+
+
+def read_member(read, info, kind, errors):
+    with archive_errors(kind, errors):
+        return read(info)
+
+
+def sniff(path):
+    """Guess a file's format from its first bytes: zip, tar, hdf5, html or unknown."""
+    with open(path, "rb") as handle:
+        head = handle.read(SNIFF_BYTES)
+    if head.startswith(ZIP_SIGNATURE):
+        return "zip"
+    if head.startswith(HDF5_SIGNATURE):
+        return "hdf5"
+    if head.startswith(COMPRESSED_TAR_SIGNATURES) or head[257:262] == b"ustar":
+        return "tar"
+    lowered = head.lstrip().lower()
+    if lowered.startswith((b"<!doctype html", b"<html")) or b"<html" in lowered:
+        return "html"
+    return "unknown"
+
+
+def describe_unknown(path):
+    size = path.stat().st_size
+    if sniff(path) == "html":
+        return f"an HTML page ({size:,} bytes): the URL serves a web page, not the data"
+    with open(path, "rb") as handle:
+        head = handle.read(16)
+    return f"a file of {size:,} bytes starting {head!r}"
+
+
+def fetch_url(spec, url, scratch):
+    """Download url into scratch with a progress bar; network and HTTP failures become DownloadErrors."""
+    log.info("%s: downloading %s", spec.name, url)
+    downloader = pooch.HTTPDownloader(progressbar=sys.stderr.isatty(), timeout=DOWNLOAD_TIMEOUT_SECONDS)
+    name = PurePosixPath(url.split("?")[0]).name or "download"
+    try:
+        return Path(pooch.retrieve(url, known_hash=None, fname=name, path=scratch, downloader=downloader))
+    except requests.HTTPError as error:
+        raise DownloadError(f"the server refused {url}: {error}") from error
+    except requests.RequestException as error:
+        raise DownloadError(f"network failure fetching {url}: {error}; "
+                            f"to work offline, set {LOCAL_DATA_ENV} to a local copy of the datasets") from error
+
+
+# --- course HDF5 files ---------------------------------------------------------------------
+
+def fetch_h5_pair(spec, staging, scratch, local_dir):
+    """Fetch the train and test HDF5 files into staging/train.h5 and staging/test.h5, checking their layout."""
+    for split in ("train", "test"):
+        location = spec.source[split]
+        if is_remote(location) and local_dir is not None:
+            path = mirror_path(spec, local_dir) / PurePosixPath(location.split("?")[0]).name
+            if not path.is_file():
+                raise DownloadError(f"{LOCAL_DATA_ENV}={local_dir}: expected the {split} file at {path}")
+        elif is_remote(location):
+            path = fetch_url(spec, location, scratch / split)
+        else:
+            path = Path(location)
+            if not path.is_file():
+                raise DownloadError(f"source.{split}: no such file '{location}'")
+        check_course_h5(spec, path, split)
+        shutil.copyfile(path, staging / f"{split}.h5")
+
+
+def check_course_h5(spec, path, split):
+    """Fail unless path is an HDF5 file in the course layout whose labels match params.yaml's classes."""
+    if sniff(path) != "hdf5":
+        raise DownloadError(f"{split} file {path.name}: expected an HDF5 file, got {describe_unknown(path)}")
+    images_key, labels_key = f"{split}_set_x", f"{split}_set_y"
+    try:
+        with h5py.File(path, "r") as handle:
+            missing = [key for key in (images_key, labels_key, "list_classes") if key not in handle]
+            if missing:
+                raise DownloadError(f"{split} file {path.name} lacks dataset(s) {', '.join(missing)}; "
+                                    f"found {', '.join(sorted(handle))}")
+            images_shape = handle[images_key].shape
+            labels = handle[labels_key][()].reshape(-1)
+            class_count = len(handle["list_classes"])
+    except H5_ERRORS as error:
+        raise DownloadError(f"{split} file {path.name} is corrupt or truncated ({error})") from error
+    if len(images_shape) not in (3, 4) or images_shape[0] != len(labels):
+        raise DownloadError(f"{split} file {path.name}: expected N images of HxW or HxWxC and N labels, "
+                            f"got images {images_shape} and {len(labels)} labels")
+    if class_count != spec.num_classes:
+        raise DownloadError(f"{split} file {path.name}: list_classes has {class_count} entries, "
+                            f"params.yaml declares {spec.num_classes} classes")
+    unknown = sorted(set(labels.tolist()) - set(spec.classes.values()))
+    if unknown:
+        raise DownloadError(f"{split} file {path.name} has labels {unknown} that no class in params.yaml "
+                            f"maps to (declared: {spec.classes})")
+
+
+# --- integrity -----------------------------------------------------------------------------
+
+def verify_fingerprint(spec, staging):
+    found = tree_fingerprint(staging)
+    if spec.fingerprint is None:
+        log.warning("%s: no fingerprint pinned; these files give %s: pin it as datasets.%s.fingerprint",
+                    spec.name, found, spec.name)
+    elif found != spec.fingerprint:
+        raise DownloadError(f"fingerprint mismatch: params.yaml expects {spec.fingerprint}, "
+                            f"the fetched files give {found}; the source changed or is damaged")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dataset", help="a key of the datasets section of params.yaml")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    try:
+        spec = dataset_spec(load_params(), args.dataset)
+        counts = download_dataset(spec, local_data_dir())
+    except (DownloadError, ParamsError) as error:
+        sys.exit(f"download {args.dataset}: error: {error}")
+    log.info("%s: wrote %s: %s", spec.name, spec.raw_dir, ", ".join(f"{k}: {v}" for k, v in counts.items()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""preprocess stage: decode data/raw/<dataset>/ into normalised train and test arrays.
+
+Writes data/processed/<dataset>/{train,test}.npz (images float32 in [0, 1]; labels an (m, 1)
+0/1 column for two classes, one-hot (m, C) otherwise) and classes.json, plus
+reports/data/<dataset>/summary.json and samples.png.
+
+    python -m stages.preprocess <dataset>
+"""
+
+import argparse
+import logging
+import math
+import sys
+
+import h5py
+import matplotlib
+import numpy as np
+
+from stages.config import ParamsError, dataset_spec, load_params
+from stages.files import staged_path, write_json
+from stages.images import UNREADABLE_IMAGE_ERRORS, array_to_model_input, load_image
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+
+log = logging.getLogger("preprocess")
+
+SAMPLES_PER_ROW = 6
+
+
+class PreprocessError(RuntimeError):
+    """Raw data that cannot be turned into a dataset."""
+
+
+def preprocess_dataset(spec):
+    """Read spec.raw_dir, write the processed splits and the data report; return the summary."""
+    rng = np.random.default_rng(spec.seed)
+    if spec.source_kind == "h5":
+        splits, available, skipped = read_h5_pair(spec)
+    else:
+        images, labels, available, skipped = read_class_folders(spec, rng)
+        test_indices = stratified_test_indices(labels, spec.test_fraction, rng)
+        is_test = np.zeros(len(labels), dtype=bool)
+        is_test[test_indices] = True
+        train_order, test_order = rng.permutation(np.flatnonzero(~is_test)), rng.permutation(test_indices)
+        splits = {"train": (images[train_order], labels[train_order]), "test": (images[test_order], labels[test_order])}
+    for split, (images, _) in splits.items():
+        if len(images) == 0:
+            raise PreprocessError(f"the {split} split is empty: too few readable images in {spec.raw_dir}")
+
+    with staged_path(spec.processed_dir, directory=True) as staging:
+        for split, (images, labels) in splits.items():
+            np.savez(staging / f"{split}.npz", images=images, labels=encode_labels(labels, spec.num_classes))
+        write_json(staging / "classes.json", spec.class_names)
+    summary = summarize(spec, splits, available, skipped)
+    write_json(spec.reports_dir / "summary.json", summary)
+    plot_samples(spec, *splits["train"], spec.reports_dir / "samples.png")
+    return summary
+
+
+def read_class_folders(spec, rng):
+    """Decode data/raw/<dataset>/<class>/*, at most max_per_class per class chosen by the seed.
+
+    Returns images (N, S, S, 3) float32, class indices (N,), images available per class and the
+    skipped files. Unreadable files are skipped with a warning and replaced by the next file.
+    """
+    images, labels, available, skipped = [], [], {}, []
+    for class_index, class_name in enumerate(spec.class_names):
+        folder = spec.raw_dir / class_name
+        if not folder.is_dir():
+            raise PreprocessError(f"class folder {folder} is missing: run the download stage first")
+        files = sorted(path for path in folder.rglob("*") if path.is_file())
+        available[class_name] = len(files)
+        wanted = spec.max_per_class or len(files)
+        kept = 0
+        for path in (files[i] for i in rng.permutation(len(files))):
+            if kept == wanted:
+                break
+            try:
+                images.append(load_image(path, spec.image_size))
+            except UNREADABLE_IMAGE_ERRORS as error:
+                log.warning("%s: skipping unreadable image %s (%s)", spec.name, path, error)
+                skipped.append(path.as_posix())
+                continue
+            labels.append(class_index)
+            kept += 1
+        log.info("%s: class %s: %d of %d images", spec.name, class_name, kept, len(files))
+    shape = (0, spec.image_size, spec.image_size, 3)
+    return (np.stack(images) if images else np.zeros(shape, np.float32)), np.array(labels, dtype=np.int64), \
+        available, skipped
+
+
+def stratified_test_indices(labels, test_fraction, rng):
+    """Indices of a test split holding round(test_fraction * n_c) images of every class c."""
+    test = []
+    for class_index in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == class_index))
+        test.extend(members[: math.floor(test_fraction * len(members) + 0.5)])
+    return np.sort(np.array(test, dtype=np.int64))
+
+
+def read_h5_pair(spec):
+    """Read course-layout train.h5 and test.h5: the files define the split."""
+    index_of_label = {label: index for index, label in enumerate(spec.classes.values())}
+    splits, available = {}, {}
+    for split in ("train", "test"):
+        path = spec.raw_dir / f"{split}.h5"
+        if not path.is_file():
+            raise PreprocessError(f"{path} is missing: run the download stage first")
+        with h5py.File(path, "r") as handle:
+            pixels = handle[f"{split}_set_x"][()]
+            file_labels = handle[f"{split}_set_y"][()].reshape(-1)
+        images = np.stack([array_to_model_input(image, spec.image_size) for image in pixels])
+        splits[split] = images, np.array([index_of_label[label] for label in file_labels.tolist()], dtype=np.int64)
+        available[split] = len(images)
+    return splits, available, []
+
+
+def encode_labels(class_indices, num_classes):
+    """A float32 (m, 1) column of 0/1 for two classes, one-hot (m, num_classes) for more."""
+    if num_classes == 2:
+        return class_indices.astype(np.float32).reshape(-1, 1)
+    return np.eye(num_classes, dtype=np.float32)[class_indices]
+
+
+def summarize(spec, splits, available, skipped):
+    """The data report: counts per class and split, skipped files, shapes."""
+    summary = {"dataset": spec.name, "source_kind": spec.source_kind, "seed": spec.seed,
+               "classes": spec.class_names, "available": available}
+    for split, (images, labels) in splits.items():
+        summary[split] = {
+            "total": int(len(labels)),
+            "per_class": {name: int(np.sum(labels == index)) for index, name in enumerate(spec.class_names)},
+            "image_shape": list(images.shape[1:]),
+            "label_shape": list(encode_labels(labels[:1], spec.num_classes).shape[1:]),
+        }
+    summary["skipped"] = {"count": len(skipped), "files": skipped}
+    return summary
+
+
+def plot_samples(spec, images, labels, path):
+    """One labelled training image per class, so a person can check the data at a glance."""
+    columns = min(spec.num_classes, SAMPLES_PER_ROW)
+    rows = math.ceil(spec.num_classes / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(2 * columns, 2.3 * rows), squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for class_index, class_name in enumerate(spec.class_names):
+        axis = axes.flat[class_index]
+        matches = np.flatnonzero(labels == class_index)
+        if len(matches):
+            axis.imshow(images[matches[0]])
+        title = class_name if class_name == str(class_index) else f"{class_index}: {class_name}"
+        axis.set_title(title, fontsize=10)
+    figure.suptitle(f"{spec.name}: one training image per class")
+    figure.tight_layout()
+    with staged_path(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=100)
+    plt.close(figure)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dataset", help="a key of the datasets section of params.yaml")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    try:
+        spec = dataset_spec(load_params(), args.dataset)
+        summary = preprocess_dataset(spec)
+    except (PreprocessError, ParamsError) as error:
+        sys.exit(f"preprocess {args.dataset}: error: {error}")
+    log.info("%s: wrote %s: train %d, test %d images of %s; %d unreadable files skipped",
+             spec.name, spec.processed_dir, summary["train"]["total"], summary["test"]["total"],
+             "x".join(map(str, summary["train"]["image_shape"])), summary["skipped"]["count"])
+
+
+if __name__ == "__main__":
+    main()
