@@ -198,6 +198,8 @@ def describe_unknown(path):
 def fetch_url(spec, url, scratch):
     """Download url into scratch with a progress bar; network and HTTP failures become DownloadErrors."""
     log.info("%s: downloading %s", spec.name, url)
+    # pooch would advise pinning the archive's hash; the fingerprint over the kept files does that job.
+    pooch.get_logger().setLevel(logging.WARNING)
     downloader = pooch.HTTPDownloader(progressbar=sys.stderr.isatty(), timeout=DOWNLOAD_TIMEOUT_SECONDS)
     name = PurePosixPath(url.split("?")[0]).name or "download"
     try:

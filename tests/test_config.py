@@ -1,0 +1,68 @@
+"""params.yaml checks: every bad dataset block is refused with the field it got wrong."""
+
+import copy
+
+import pytest
+from conftest import REPO_ROOT, dataset_block
+
+from stages.config import ParamsError, dataset_spec, load_params
+
+GOOD = {"seed": 1, "datasets": {"tiny": dataset_block({"url": "somewhere"}, {"a": "a", "b": "b"})}}
+
+
+def with_change(path, value):
+    """GOOD with one dotted field replaced (or removed when value is ...)."""
+    params = copy.deepcopy(GOOD)
+    *parents, last = path.split(".")
+    block = params
+    for key in parents:
+        block = block[key]
+    if value is ...:
+        del block[last]
+    else:
+        block[last] = value
+    return params
+
+
+def test_good_block_is_accepted():
+    spec = dataset_spec(GOOD, "tiny")
+    assert spec.source_kind == "folders" and spec.class_names == ["a", "b"] and spec.seed == 1
+
+
+@pytest.mark.parametrize("path, value, expected", [
+    ("datasets.tiny.test_fraction", 1.5, "datasets.tiny.test_fraction"),
+    ("datasets.tiny.test_fraction", 0, "datasets.tiny.test_fraction"),
+    ("datasets.tiny.image_size", -64, "datasets.tiny.image_size must be a positive integer"),
+    ("datasets.tiny.image_size", 6.4, "datasets.tiny.image_size"),
+    ("datasets.tiny.max_per_class", 0, "datasets.tiny.max_per_class"),
+    ("datasets.tiny.fingerprint", "md5:abc", "datasets.tiny.fingerprint"),
+    ("datasets.tiny.classes", {"only": "one"}, "datasets.tiny.classes must map at least two"),
+    ("datasets.tiny.classes", {"a": "x", "b": "x"}, "two classes share a folder"),
+    ("datasets.tiny.source", {"path": "x"}, "datasets.tiny.source needs either 'url'"),
+    ("datasets.tiny.source", {"url": "x", "mirorr": "y"}, "unknown key(s) mirorr"),
+    ("datasets.tiny.source", {"train": "x.h5"}, "datasets.tiny.source.test is missing"),
+    ("datasets.tiny.image_sise", 64, "unknown key(s) image_sise"),
+    ("datasets.tiny.classes", ..., "datasets.tiny.classes is missing"),
+    ("seed", "forty-two", "seed must be an integer"),
+])
+def test_bad_block_names_the_field(path, value, expected):
+    with pytest.raises(ParamsError) as error:
+        dataset_spec(with_change(path, value), "tiny")
+    assert expected in str(error.value)
+
+
+def test_h5_classes_must_be_label_ids():
+    params = with_change("datasets.tiny.source", {"train": "a.h5", "test": "b.h5"})
+    with pytest.raises(ParamsError, match="datasets.tiny.classes.a must be the class's integer label id"):
+        dataset_spec(params, "tiny")
+
+
+def test_unknown_dataset_lists_the_known_ones():
+    with pytest.raises(ParamsError, match="unknown dataset 'huge': params.yaml defines tiny"):
+        dataset_spec(GOOD, "huge")
+
+
+@pytest.mark.parametrize("name", ["signs", "happy"])
+def test_project_params_define_both_datasets(name):
+    spec = dataset_spec(load_params(REPO_ROOT / "params.yaml"), name)
+    assert spec.image_size == 64 and spec.fingerprint is not None and spec.source.get("mirror")

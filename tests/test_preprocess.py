@@ -1,0 +1,173 @@
+"""The preprocess stage: arrays, labels, split, determinism, skipped files, reports."""
+
+import json
+
+import numpy as np
+import pytest
+from conftest import dataset_block, write_course_h5, write_image_folders, write_params
+from PIL import Image
+
+from stages import preprocess
+from stages.config import DATA_REPORTS_DIR, PROCESSED_DIR, dataset_spec, load_params
+
+THREE_CLASSES = {"red": "red", "green": "green", "blue": "blue"}
+
+
+def make_raw(project, name, images_per_class, mode="RGB", size=(20, 16)):
+    """Lay out data/raw/<name>/<class>/ as the download stage leaves it."""
+    return write_image_folders(project / "data" / "raw" / name, images_per_class, size=size, mode=mode)
+
+
+def run_preprocess(name):
+    preprocess.main([name])
+    processed = PROCESSED_DIR / name
+    train, test = np.load(processed / "train.npz"), np.load(processed / "test.npz")
+    return train, test, json.loads((DATA_REPORTS_DIR / name / "summary.json").read_text())
+
+
+@pytest.fixture
+def three_classes(project):
+    make_raw(project, "tiny", {"red": 8, "green": 12, "blue": 20})
+    write_params(project, {"tiny": dataset_block({"url": "unused"}, THREE_CLASSES, test_fraction=0.25)})
+    return project
+
+
+def test_multiclass_arrays_shapes_dtypes_range_and_one_hot(three_classes):
+    train, test, summary = run_preprocess("tiny")
+
+    for split, expected_total in ((train, 30), (test, 10)):
+        images, labels = split["images"], split["labels"]
+        assert images.shape == (expected_total, 8, 8, 3) and images.dtype == np.float32
+        assert 0.0 <= images.min() and images.max() <= 1.0 and images.max() > 0.1
+        assert labels.shape == (expected_total, 3) and labels.dtype == np.float32
+        assert set(np.unique(labels)) == {0.0, 1.0}
+        np.testing.assert_array_equal(labels.sum(axis=1), 1.0)
+    assert summary["train"]["image_shape"] == [8, 8, 3] and summary["train"]["label_shape"] == [3]
+    assert json.loads((three_classes / "data/processed/tiny/classes.json").read_text()) == ["red", "green", "blue"]
+
+
+def test_one_hot_column_matches_the_class_folder(three_classes):
+    train, _, _ = run_preprocess("tiny")
+    # Fixture classes have distinct base brightness: red darkest, blue brightest.
+    brightness = train["images"].mean(axis=(1, 2, 3))
+    class_of_image = train["labels"].argmax(axis=1)
+    means = [brightness[class_of_image == index].mean() for index in range(3)]
+    assert means[0] < means[1] < means[2]
+
+
+def test_split_is_stratified(three_classes):
+    train, test, summary = run_preprocess("tiny")
+
+    assert summary["test"]["per_class"] == {"red": 2, "green": 3, "blue": 5}
+    assert summary["train"]["per_class"] == {"red": 6, "green": 9, "blue": 15}
+    np.testing.assert_array_equal(test["labels"].sum(axis=0), [2, 3, 5])
+    np.testing.assert_array_equal(train["labels"].sum(axis=0), [6, 9, 15])
+
+
+def test_binary_labels_are_one_column(project):
+    make_raw(project, "faces", {"sad": 10, "happy": 10}, mode="L")
+    write_params(project, {"faces": dataset_block({"url": "unused"}, {"sad": "sad", "happy": "happy"},
+                                                  test_fraction=0.2)})
+
+    train, test, summary = run_preprocess("faces")
+
+    assert train["labels"].shape == (16, 1) and test["labels"].shape == (4, 1)
+    assert set(np.unique(train["labels"])) == {0.0, 1.0}
+    assert train["images"].shape[-1] == 3, "grayscale is expanded to RGB"
+    assert summary["test"]["per_class"] == {"sad": 2, "happy": 2}
+
+
+def test_same_seed_same_split_other_seed_other_split(three_classes):
+    first, _, _ = run_preprocess("tiny")
+    first_images = first["images"].copy()
+    again, _, _ = run_preprocess("tiny")
+    np.testing.assert_array_equal(first_images, again["images"])
+
+    params = load_params()
+    write_params(three_classes, params["datasets"], seed=params["seed"] + 1)
+    other, _, _ = run_preprocess("tiny")
+    assert other["images"].shape == first_images.shape
+    assert not np.array_equal(other["images"], first_images)
+
+
+def test_max_per_class_caps_each_class(project):
+    make_raw(project, "tiny", {"red": 8, "green": 12, "blue": 20})
+    write_params(project, {"tiny": dataset_block({"url": "unused"}, THREE_CLASSES, test_fraction=0.25,
+                                                 max_per_class=8)})
+
+    train, test, summary = run_preprocess("tiny")
+
+    assert summary["available"] == {"red": 8, "green": 12, "blue": 20}
+    assert summary["test"]["per_class"] == {"red": 2, "green": 2, "blue": 2}
+    assert len(train["labels"]) + len(test["labels"]) == 24
+
+
+def test_unreadable_images_are_skipped_and_counted(three_classes, caplog):
+    (three_classes / "data/raw/tiny/red/garbage.jpg").write_bytes(b"this is not an image")
+    good = (three_classes / "data/raw/tiny/blue/img_000.jpg").read_bytes()
+    (three_classes / "data/raw/tiny/blue/truncated.jpg").write_bytes(good[: len(good) // 3])
+
+    train, test, summary = run_preprocess("tiny")
+
+    assert summary["skipped"]["count"] == 2
+    assert sorted(summary["skipped"]["files"]) == ["data/raw/tiny/blue/truncated.jpg", "data/raw/tiny/red/garbage.jpg"]
+    assert len(train["labels"]) + len(test["labels"]) == 40
+    assert "garbage.jpg" in caplog.text
+
+
+def test_summary_and_samples_picture(three_classes):
+    run_preprocess("tiny")
+
+    samples = three_classes / "reports/data/tiny/samples.png"
+    with Image.open(samples) as picture:
+        assert picture.format == "PNG" and picture.width > 100
+
+
+def test_course_h5_pair_keeps_the_files_split(project):
+    raw = project / "data/raw/pets"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    train_images = rng.integers(0, 256, size=(10, 64, 64, 3), dtype=np.uint8)
+    write_course_h5(raw / "train.h5", "train", train_images, [0, 1] * 5, np.array([b"cat", b"dog"]))
+    write_course_h5(raw / "test.h5", "test", rng.integers(0, 256, size=(4, 64, 64, 3)), [1, 1, 1, 0],
+                    np.array([b"cat", b"dog"]))
+    write_params(project, {"pets": dataset_block({"train": "t.h5", "test": "t.h5"}, {"cat": 0, "dog": 1},
+                                                 image_size=64)})
+
+    train, test, summary = run_preprocess("pets")
+
+    np.testing.assert_allclose(train["images"], train_images / 255.0, atol=1e-6)
+    np.testing.assert_array_equal(test["labels"].reshape(-1), [1, 1, 1, 0])
+    assert summary["test"]["per_class"] == {"cat": 1, "dog": 3} and summary["train"]["total"] == 10
+
+
+def test_course_h5_labels_follow_the_class_mapping(project):
+    """Label ids in the files are mapped through params.yaml's classes, not taken as positions."""
+    raw = project / "data/raw/pets"
+    raw.mkdir(parents=True)
+    images = np.zeros((3, 64, 64, 3), dtype=np.uint8)
+    for split in ("train", "test"):
+        write_course_h5(raw / f"{split}.h5", split, images, [7, 3, 7], np.array([3, 7]))
+    write_params(project, {"pets": dataset_block({"train": "t.h5", "test": "t.h5"}, {"cat": 7, "dog": 3})})
+
+    train, _, _ = run_preprocess("pets")
+
+    np.testing.assert_array_equal(train["labels"].reshape(-1), [0, 1, 0])
+
+
+def test_missing_raw_data_is_a_clear_error(project):
+    write_params(project, {"tiny": dataset_block({"url": "unused"}, THREE_CLASSES)})
+
+    with pytest.raises(SystemExit, match="preprocess tiny: error: class folder .* is missing: run the download"):
+        preprocess.main(["tiny"])
+    assert not (project / "data/processed/tiny").exists()
+
+
+def test_spec_image_size_is_applied(project):
+    make_raw(project, "tiny", {"red": 4, "green": 4, "blue": 4}, size=(100, 100))
+    write_params(project, {"tiny": dataset_block({"url": "unused"}, THREE_CLASSES, image_size=64)})
+    spec = dataset_spec(load_params(), "tiny")
+
+    preprocess.preprocess_dataset(spec)
+
+    assert np.load(project / "data/processed/tiny/train.npz")["images"].shape[1:] == (64, 64, 3)
