@@ -11,6 +11,8 @@ PARAMS_FILE = Path("params.yaml")
 RAW_DIR = Path("data/raw")
 PROCESSED_DIR = Path("data/processed")
 DATA_REPORTS_DIR = Path("reports/data")
+MODELS_DIR = Path("models")
+TRAIN_REPORTS_DIR = Path("reports/train")
 
 # Points the download stage at a local copy of the datasets instead of the network.
 LOCAL_DATA_ENV = "LOCAL_DATA_DIR"
@@ -19,6 +21,10 @@ FINGERPRINT_PATTERN = re.compile(r"^sha256:[0-9a-f]{64}$")
 DATASET_KEYS = {"source", "classes", "test_fraction", "image_size", "max_per_class", "fingerprint"}
 FOLDER_SOURCE_KEYS = {"url", "root", "mirror"}
 H5_SOURCE_KEYS = {"train", "test", "mirror"}
+MODEL_KEYS = {"dataset", "builder", "network", "train"}
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+AUTO_SWITCH = ("auto", True, False)
+FINE_TUNE_KEYS = {"epochs", "layers", "learning_rate"}
 
 
 class ParamsError(ValueError):
@@ -153,3 +159,99 @@ def _reject_unknown_keys(block, allowed, where):
     unknown = set(block) - allowed
     if unknown:
         raise ParamsError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(allowed))}")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One checked `models.<name>` block, with the `train` defaults merged under its overrides."""
+
+    name: str
+    dataset: DatasetSpec
+    builder: str
+    network: dict
+    train: dict
+    seed: int
+
+    @property
+    def model_path(self):
+        return MODELS_DIR / f"{self.name}.keras"
+
+    @property
+    def report_path(self):
+        return TRAIN_REPORTS_DIR / f"{self.name}.json"
+
+    @property
+    def live_dir(self):
+        """dvclive's folder: per-epoch curves under plots/metrics/."""
+        return TRAIN_REPORTS_DIR / self.name
+
+
+def model_spec(params, name):
+    """Check `models.<name>` and the `train` defaults; return them merged as a ModelSpec."""
+    from stages.models import BUILDER_MODULES  # the registry names only; no model code is imported
+
+    models = params.get("models") or {}
+    if name not in models:
+        raise ParamsError(f"unknown model '{name}': params.yaml defines {', '.join(sorted(models)) or 'none'}")
+    where = f"models.{name}"
+    block = models[name]
+    if not isinstance(block, dict):
+        raise ParamsError(f"{where}: expected a mapping of settings, got {block!r}")
+    _reject_unknown_keys(block, MODEL_KEYS, where)
+    for key in ("dataset", "builder"):
+        if key not in block:
+            raise ParamsError(f"{where}.{key} is missing")
+    if block["dataset"] not in (params.get("datasets") or {}):
+        raise ParamsError(f"{where}.dataset: unknown dataset '{block['dataset']}'; "
+                          f"params.yaml defines {', '.join(sorted(params.get('datasets') or {}))}")
+    if block["builder"] not in BUILDER_MODULES:
+        raise ParamsError(f"{where}.builder: unknown builder '{block['builder']}'; "
+                          f"known builders: {', '.join(BUILDER_MODULES)}")
+    network = block.get("network") or {}
+    if not isinstance(network, dict):
+        raise ParamsError(f"{where}.network must be a mapping of builder arguments, got {network!r}")
+    defaults = params.get("train") or {}
+    overrides = block.get("train") or {}
+    if not isinstance(overrides, dict):
+        raise ParamsError(f"{where}.train must be a mapping, got {overrides!r}")
+    _reject_unknown_keys(overrides, set(defaults), f"{where}.train")
+    train = _check_train(defaults | overrides, where)
+    dataset = dataset_spec(params, block["dataset"])
+    return ModelSpec(name, dataset, block["builder"], network, train, dataset.seed)
+
+
+def _check_train(train, where):
+    """Check the merged training settings; errors name the field as the model block would spell it."""
+    def field(key):
+        return f"{where}.train.{key} (or train.{key})"
+
+    for key in ("epochs", "batch_size"):
+        _positive_int(train.get(key), field(key))
+    for key in ("learning_rate", "validation_fraction"):
+        value = train.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise ParamsError(f"{field(key)} must be a positive number, got {value!r}")
+    if train["validation_fraction"] >= 1:
+        raise ParamsError(f"{field('validation_fraction')} must be below 1, got {train['validation_fraction']!r}")
+    if train.get("optimizer") not in OPTIMIZERS:
+        raise ParamsError(f"{field('optimizer')} must be one of {', '.join(OPTIMIZERS)}, got {train.get('optimizer')!r}")
+    if train.get("early_stopping_patience") is not None:
+        _positive_int(train["early_stopping_patience"], field("early_stopping_patience"))
+    if train.get("monitor") not in ("val_loss", "val_accuracy"):
+        raise ParamsError(f"{field('monitor')} must be val_loss or val_accuracy, got {train.get('monitor')!r}")
+    if train.get("class_weight") not in (None, "balanced"):
+        raise ParamsError(f"{field('class_weight')} must be null or balanced, got {train.get('class_weight')!r}")
+    for key in ("mixed_precision", "jit_compile"):
+        if train.get(key) not in AUTO_SWITCH:
+            raise ParamsError(f"{field(key)} must be auto, true or false, got {train.get(key)!r}")
+    fine_tune = train.get("fine_tune")
+    if fine_tune is not None:
+        if not isinstance(fine_tune, dict):
+            raise ParamsError(f"{field('fine_tune')} must be null or a mapping, got {fine_tune!r}")
+        _reject_unknown_keys(fine_tune, FINE_TUNE_KEYS, field("fine_tune"))
+        for key in ("epochs", "layers"):
+            _positive_int(fine_tune.get(key), f"{field('fine_tune')}.{key}")
+        rate = fine_tune.get("learning_rate")
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate <= 0:
+            raise ParamsError(f"{field('fine_tune')}.learning_rate must be a positive number, got {rate!r}")
+    return train

@@ -20,7 +20,8 @@ def staged_path(final_path, directory=False):
     if directory:
         temporary = Path(tempfile.mkdtemp(prefix=prefix, dir=final_path.parent))
     else:
-        handle, name = tempfile.mkstemp(prefix=prefix, dir=final_path.parent)
+        # Keep the suffix: writers such as Keras choose the format from it.
+        handle, name = tempfile.mkstemp(prefix=prefix, suffix=final_path.suffix, dir=final_path.parent)
         os.close(handle)
         temporary = Path(name)
     os.chmod(temporary, (0o777 if directory else 0o666) & ~current_umask())

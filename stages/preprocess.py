@@ -17,8 +17,10 @@ import matplotlib
 import numpy as np
 
 from stages.config import ParamsError, dataset_spec, load_params
+from stages.data import encode_labels
 from stages.files import staged_path, write_json
 from stages.images import UNREADABLE_IMAGE_ERRORS, array_to_model_input, load_image
+from stages.splits import stratified_holdout
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
@@ -39,7 +41,7 @@ def preprocess_dataset(spec):
         splits, available, skipped = read_h5_pair(spec)
     else:
         images, labels, available, skipped = read_class_folders(spec, rng)
-        test_indices = stratified_test_indices(labels, spec.test_fraction, rng)
+        test_indices = stratified_holdout(labels, spec.test_fraction, rng)
         is_test = np.zeros(len(labels), dtype=bool)
         is_test[test_indices] = True
         train_order, test_order = rng.permutation(np.flatnonzero(~is_test)), rng.permutation(test_indices)
@@ -90,15 +92,6 @@ def read_class_folders(spec, rng):
         available, skipped
 
 
-def stratified_test_indices(labels, test_fraction, rng):
-    """Indices of a test split holding round(test_fraction * n_c) images of every class c."""
-    test = []
-    for class_index in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == class_index))
-        test.extend(members[: math.floor(test_fraction * len(members) + 0.5)])
-    return np.sort(np.array(test, dtype=np.int64))
-
-
 def read_h5_pair(spec):
     """Read course-layout train.h5 and test.h5: the files define the split."""
     index_of_label = {label: index for index, label in enumerate(spec.classes.values())}
@@ -114,13 +107,6 @@ def read_h5_pair(spec):
         splits[split] = images, np.array([index_of_label[label] for label in file_labels.tolist()], dtype=np.int64)
         available[split] = len(images)
     return splits, available, []
-
-
-def encode_labels(class_indices, num_classes):
-    """A float32 (m, 1) column of 0/1 for two classes, one-hot (m, num_classes) for more."""
-    if num_classes == 2:
-        return class_indices.astype(np.float32).reshape(-1, 1)
-    return np.eye(num_classes, dtype=np.float32)[class_indices]
 
 
 def summarize(spec, splits, available, skipped):

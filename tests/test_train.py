@@ -1,0 +1,187 @@
+"""The train stage on tiny generated data: outputs, best epoch, fine-tuning, determinism, bad params."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import yaml
+from conftest import dataset_block
+
+from stages import train
+from stages.config import load_params, model_spec
+from stages.data import encode_labels
+
+TRAIN_DEFAULTS = {
+    "optimizer": "adam", "learning_rate": 0.01, "batch_size": 8, "epochs": 3, "validation_fraction": 0.25,
+    "monitor": "val_loss", "early_stopping_patience": None, "class_weight": None, "fine_tune": None,
+    "mixed_precision": "auto", "jit_compile": False,
+}
+
+
+def write_processed(project, name, num_classes, per_class=8, size=16, seed=0):
+    """data/processed/<name>/train.npz with classes told apart by brightness."""
+    rng = np.random.default_rng(seed)
+    class_ids = np.repeat(np.arange(num_classes), per_class)
+    images = np.clip(rng.normal(0.2 + 0.6 * class_ids[:, None, None, None] / max(num_classes - 1, 1), 0.1,
+                                size=(len(class_ids), size, size, 3)), 0, 1).astype(np.float32)
+    directory = project / "data/processed" / name
+    directory.mkdir(parents=True)
+    np.savez(directory / "train.npz", images=images, labels=encode_labels(class_ids, num_classes))
+
+
+@pytest.fixture
+def tiny_project(project):
+    """Two tiny processed datasets and a params.yaml with small models over them."""
+    write_processed(project, "faces", 2)
+    write_processed(project, "digits", 3)
+    params = {
+        "seed": 5,
+        "datasets": {
+            "faces": dataset_block({"url": "unused"}, {"no": "no", "yes": "yes"}, image_size=16),
+            "digits": dataset_block({"url": "unused"}, {"0": "0", "1": "1", "2": "2"}, image_size=16),
+        },
+        "train": dict(TRAIN_DEFAULTS),
+        "models": {
+            "faces_cnn": {"dataset": "faces", "builder": "happy_cnn"},
+            "digits_cnn": {"dataset": "digits", "builder": "signs_cnn", "train": {"epochs": 4}},
+            "digits_transfer": {"dataset": "digits", "builder": "transfer",
+                                "network": {"backbone": "MobileNet", "alpha": 0.25, "weights": "none",
+                                            "input_size": 32},
+                                "train": {"epochs": 1, "fine_tune": {"epochs": 1, "layers": 5,
+                                                                     "learning_rate": 0.001}}},
+        },
+    }
+    save_params(project, params)
+    return project
+
+
+def save_params(project, params):
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def run_train(name):
+    try:
+        train.main([name])
+    except SystemExit as error:
+        return str(error)
+    return None
+
+
+def read_report(project, name):
+    return json.loads((project / "reports/train" / f"{name}.json").read_text())
+
+
+def test_train_writes_model_report_and_curves(tiny_project):
+    assert run_train("digits_cnn") is None
+
+    report = read_report(tiny_project, "digits_cnn")
+    assert report["epochs_run"] == 4 and 1 <= report["best_epoch"] <= 4
+    assert report["train_images"] == 18 and report["validation_images"] == 6
+    assert report["parameter_count"] == keras.models.load_model(tiny_project / "models/digits_cnn.keras").count_params()
+    assert report["device"] == "CPU" and report["mixed_precision"] is False
+    assert report["images_per_second"] > 0 and report["wall_time_seconds"] > 0
+    for curve in ("train/loss", "eval/loss", "train/accuracy", "eval/accuracy"):
+        lines = (tiny_project / "reports/train/digits_cnn/plots/metrics" / f"{curve}.tsv").read_text().splitlines()
+        assert len(lines) == 1 + 4, curve  # a header and one row per epoch
+
+
+def test_saved_model_is_the_best_epoch(tiny_project):
+    params = load_params()
+    params["train"]["monitor"] = "val_accuracy"
+    save_params(tiny_project, params)
+    assert run_train("faces_cnn") is None
+
+    report = read_report(tiny_project, "faces_cnn")
+    spec = model_spec(load_params(), "faces_cnn")
+    images, labels = np.load(tiny_project / "data/processed/faces/train.npz").values()
+    _, (val_images, val_labels) = train.validation_split(images, labels, spec.train["validation_fraction"], spec.seed)
+    model = keras.models.load_model(tiny_project / "models/faces_cnn.keras")
+    _, accuracy = model.evaluate(val_images, val_labels, verbose=0)
+    assert accuracy == pytest.approx(report["best_val_accuracy"])
+    val_curve = np.loadtxt(tiny_project / "reports/train/faces_cnn/plots/metrics/eval/accuracy.tsv", skiprows=1)
+    assert report["best_val_accuracy"] == pytest.approx(val_curve[:, 1].max())
+
+
+def test_fine_tune_runs_a_second_phase(tiny_project):
+    assert run_train("digits_transfer") is None
+
+    report = read_report(tiny_project, "digits_transfer")
+    assert report["epochs_run"] == 2 and report["weights"] == "none"
+    lines = (tiny_project / "reports/train/digits_transfer/plots/metrics/train/loss.tsv").read_text().splitlines()
+    assert [line.split("\t")[0] for line in lines[1:]] == ["0", "1"], "both phases log to one curve"
+
+
+def test_unfreeze_top_layers_of_a_pretrained_backbone(tmp_path):
+    backbone_file = tmp_path / "pretrained.weights.h5"
+    keras.applications.MobileNet(alpha=0.25, include_top=False, weights=None,
+                                 input_shape=(32, 32, 3)).save_weights(backbone_file)
+    from stages.models import get_builder
+    model = get_builder("transfer")((32, 32, 3), 3, backbone="MobileNet", alpha=0.25, weights=str(backbone_file))
+    backbone = model.get_layer("backbone")
+    assert not any(layer.trainable for layer in backbone.layers)
+
+    train.unfreeze_top_layers(model, 4)
+
+    assert [layer.trainable for layer in backbone.layers] == [False] * (len(backbone.layers) - 4) + [True] * 4
+
+
+def model_weights(project, name):
+    return [w.numpy() for w in keras.models.load_model(project / "models" / f"{name}.keras").weights]
+
+
+def test_same_seed_same_model_other_seed_other_model(tiny_project):
+    assert run_train("digits_cnn") is None
+    first_weights, first_report = model_weights(tiny_project, "digits_cnn"), read_report(tiny_project, "digits_cnn")
+    assert run_train("digits_cnn") is None
+    second_weights, second_report = model_weights(tiny_project, "digits_cnn"), read_report(tiny_project, "digits_cnn")
+    for a, b in zip(first_weights, second_weights):
+        np.testing.assert_array_equal(a, b)
+    for key in ("best_epoch", "best_val_accuracy", "best_val_loss"):
+        assert first_report[key] == second_report[key]
+
+    params = load_params()
+    params["seed"] = 6
+    save_params(tiny_project, params)
+    assert run_train("digits_cnn") is None
+    third_weights = model_weights(tiny_project, "digits_cnn")
+    assert not all(np.array_equal(a, b) for a, b in zip(first_weights, third_weights))
+
+
+def test_balanced_class_weight():
+    labels = encode_labels(np.array([0, 0, 0, 1]), 2)
+    assert train.balanced_class_weight(labels) == {0: pytest.approx(4 / 6), 1: pytest.approx(2.0)}
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda p: p["models"]["faces_cnn"].update(dataset="cats"), "models.faces_cnn.dataset: unknown dataset 'cats'"),
+    (lambda p: p["models"]["faces_cnn"].update(builder="vgg"), "models.faces_cnn.builder: unknown builder 'vgg'"),
+    (lambda p: p["models"]["faces_cnn"].update(train={"epochs": -1}), "models.faces_cnn.train.epochs"),
+    (lambda p: p["models"]["faces_cnn"].update(train={"epoch": 3}), "unknown key(s) epoch"),
+    (lambda p: p["train"].update(optimizer="adamax"), "train.optimizer) must be one of adam"),
+    (lambda p: p["models"]["faces_cnn"].update(dataset="digits"), "happy_cnn is a binary classifier; the dataset has 3"),
+    (lambda p: p["models"]["faces_cnn"].update(network={"filterz": 3}), "unexpected keyword argument 'filterz'"),
+])
+def test_bad_params_fail_before_training(tiny_project, change, expected):
+    params = load_params()
+    change(params)
+    save_params(tiny_project, params)
+
+    message = run_train("faces_cnn")
+
+    assert message is not None and message.startswith("train faces_cnn: error:")
+    assert expected in message
+    assert not (tiny_project / "models/faces_cnn.keras").exists()
+    assert not (tiny_project / "reports/train/faces_cnn").exists(), "no training started"
+
+
+def test_unknown_model_lists_the_known_ones(tiny_project):
+    assert "unknown model 'gpt': params.yaml defines digits_cnn, digits_transfer, faces_cnn" in run_train("gpt")
+
+
+def test_labels_that_do_not_fit_the_declared_classes(tiny_project):
+    params = load_params()
+    params["datasets"]["digits"]["classes"] = {"0": "0", "1": "1", "2": "2", "3": "3"}
+    save_params(tiny_project, params)
+
+    assert "labels 3 wide, but params.yaml declares 4 classes" in run_train("digits_cnn")
