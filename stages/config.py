@@ -13,6 +13,8 @@ PROCESSED_DIR = Path("data/processed")
 DATA_REPORTS_DIR = Path("reports/data")
 MODELS_DIR = Path("models")
 TRAIN_REPORTS_DIR = Path("reports/train")
+METRICS_DIR = Path("reports/metrics")
+EVAL_DIR = Path("reports/eval")
 
 # Points the download stage at a local copy of the datasets instead of the network.
 LOCAL_DATA_ENV = "LOCAL_DATA_DIR"
@@ -179,6 +181,15 @@ class ModelSpec:
     @property
     def report_path(self):
         return TRAIN_REPORTS_DIR / f"{self.name}.json"
+
+    @property
+    def metrics_path(self):
+        return METRICS_DIR / f"{self.name}.json"
+
+    @property
+    def eval_dir(self):
+        """Per-image predictions and the misclassified-images picture."""
+        return EVAL_DIR / self.name
 
     @property
     def live_dir(self):

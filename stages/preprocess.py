@@ -9,25 +9,19 @@ reports/data/<dataset>/summary.json and samples.png.
 
 import argparse
 import logging
-import math
 import sys
 
 import h5py
-import matplotlib
 import numpy as np
 
 from stages.config import ParamsError, dataset_spec, load_params
 from stages.data import encode_labels
 from stages.files import staged_path, write_json
 from stages.images import UNREADABLE_IMAGE_ERRORS, array_to_model_input, load_image
+from stages.plots import image_grid
 from stages.splits import stratified_holdout
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-
 log = logging.getLogger("preprocess")
-
-SAMPLES_PER_ROW = 6
 
 
 class PreprocessError(RuntimeError):
@@ -126,23 +120,13 @@ def summarize(spec, splits, available, skipped):
 
 def plot_samples(spec, images, labels, path):
     """One labelled training image per class, so a person can check the data at a glance."""
-    columns = min(spec.num_classes, SAMPLES_PER_ROW)
-    rows = math.ceil(spec.num_classes / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(2 * columns, 2.3 * rows), squeeze=False)
-    for axis in axes.flat:
-        axis.axis("off")
+    chosen, titles = [], []
     for class_index, class_name in enumerate(spec.class_names):
-        axis = axes.flat[class_index]
         matches = np.flatnonzero(labels == class_index)
         if len(matches):
-            axis.imshow(images[matches[0]])
-        title = class_name if class_name == str(class_index) else f"{class_index}: {class_name}"
-        axis.set_title(title, fontsize=10)
-    figure.suptitle(f"{spec.name}: one training image per class")
-    figure.tight_layout()
-    with staged_path(path) as temporary:
-        figure.savefig(temporary, format="png", dpi=100)
-    plt.close(figure)
+            chosen.append(images[matches[0]])
+            titles.append(class_name if class_name == str(class_index) else f"{class_index}: {class_name}")
+    image_grid(chosen, titles, f"{spec.name}: one training image per class", path)
 
 
 def main(argv=None):

@@ -13,6 +13,8 @@ import pytest
 import yaml
 from PIL import Image
 
+from stages.data import encode_labels
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = REPO_ROOT.parent / "shared" / "datasets"
 
@@ -63,8 +65,31 @@ def dataset_block(source, classes, fingerprint=None, test_fraction=0.25, image_s
 def write_params(project_dir, datasets, seed=7):
     """Write a params.yaml holding the given dataset blocks; return the params dict."""
     params = {"seed": seed, "datasets": datasets}
-    (Path(project_dir) / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    save_params(Path(project_dir), params)
     return params
+
+
+TRAIN_DEFAULTS = {
+    "optimizer": "adam", "learning_rate": 0.01, "batch_size": 8, "epochs": 3, "validation_fraction": 0.25,
+    "monitor": "val_loss", "early_stopping_patience": None, "class_weight": None, "fine_tune": None,
+    "mixed_precision": "auto", "jit_compile": False,
+}
+
+
+def write_processed(project, name, num_classes, per_class=8, size=16, seed=0):
+    """data/processed/<name>/{train,test}.npz with classes told apart by brightness (test: half as many)."""
+    directory = project / "data/processed" / name
+    directory.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for split, count in (("train", per_class), ("test", per_class // 2)):
+        class_ids = np.repeat(np.arange(num_classes), count)
+        images = np.clip(rng.normal(0.2 + 0.6 * class_ids[:, None, None, None] / max(num_classes - 1, 1), 0.1,
+                                    size=(len(class_ids), size, size, 3)), 0, 1).astype(np.float32)
+        np.savez(directory / f"{split}.npz", images=images, labels=encode_labels(class_ids, num_classes))
+
+
+def save_params(project, params):
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 @pytest.fixture
@@ -75,6 +100,32 @@ def project(tmp_path, monkeypatch):
     monkeypatch.chdir(directory)
     monkeypatch.delenv("LOCAL_DATA_DIR", raising=False)
     return directory
+
+
+@pytest.fixture
+def tiny_project(project):
+    """Two tiny processed datasets and a params.yaml with small models over them."""
+    write_processed(project, "faces", 2)
+    write_processed(project, "digits", 3)
+    params = {
+        "seed": 5,
+        "datasets": {
+            "faces": dataset_block({"url": "unused"}, {"no": "no", "yes": "yes"}, image_size=16),
+            "digits": dataset_block({"url": "unused"}, {"0": "0", "1": "1", "2": "2"}, image_size=16),
+        },
+        "train": dict(TRAIN_DEFAULTS),
+        "models": {
+            "faces_cnn": {"dataset": "faces", "builder": "happy_cnn"},
+            "digits_cnn": {"dataset": "digits", "builder": "signs_cnn", "train": {"epochs": 4}},
+            "digits_transfer": {"dataset": "digits", "builder": "transfer",
+                                "network": {"backbone": "MobileNet", "alpha": 0.25, "weights": "none",
+                                            "input_size": 32},
+                                "train": {"epochs": 1, "fine_tune": {"epochs": 1, "layers": 5,
+                                                                     "learning_rate": 0.001}}},
+        },
+    }
+    save_params(project, params)
+    return project
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

@@ -1,5 +1,6 @@
 """dvc.yaml end to end: `dvc repro` in a temporary git repository made from the project, on tiny data."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -7,11 +8,9 @@ import sys
 
 import pytest
 import yaml
-from conftest import REPO_ROOT, dataset_block, write_image_folders
+from conftest import REPO_ROOT, TRAIN_DEFAULTS, dataset_block, write_image_folders
 
 from stages.files import tree_fingerprint
-
-pytestmark = pytest.mark.slow
 
 PROJECT_FILES = ["dvc.yaml", "stages", ".gitignore"]
 
@@ -40,13 +39,13 @@ class Repo:
     def __init__(self, root, env):
         self.root, self.env = root, env
 
-    def run(self, *command):
+    def run(self, *command, stdout_only=False):
         result = subprocess.run(command, cwd=self.root, env=self.env, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}"
-        return result.stdout + result.stderr
+        return result.stdout if stdout_only else result.stdout + result.stderr
 
-    def dvc(self, *args):
-        return self.run(sys.executable, "-m", "dvc", *args)
+    def dvc(self, *args, stdout_only=False):
+        return self.run(sys.executable, "-m", "dvc", *args, stdout_only=stdout_only)
 
     def write_params(self, params):
         (self.root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -82,21 +81,32 @@ def repo(tmp_path):
         "faces": dataset_block({"url": unreachable, "mirror": "faces"}, {"frown": "frown", "smile": "smile"},
                                tree_fingerprint(mirror / "faces"), test_fraction=0.2, image_size=16),
     }}
+    repo.params["train"] = dict(TRAIN_DEFAULTS, batch_size=4, epochs=1)
+    repo.params["models"] = {
+        "faces_cnn": {"dataset": "faces", "builder": "happy_cnn"},
+        "digits_cnn": {"dataset": "digits", "builder": "signs_cnn", "train": {"epochs": 2}},
+    }
     repo.write_params(repo.params)
-    repo.run("git", "init", "-q")
+    repo.run("git", "init", "-q", "-b", "main")
     repo.dvc("init", "-q")
     repo.run("git", "add", "-A")
     repo.run("git", "commit", "-qm", "tiny project")
     return repo
 
 
-def test_repro_builds_then_does_nothing_then_reruns_only_the_changed_dataset(repo):
+@pytest.mark.slow
+def test_repro_builds_then_does_nothing_then_reruns_only_what_changed(repo):
     first = repo.dvc("repro")
-    assert stages_run(first) == ["download@digits", "download@faces", "preprocess@digits", "preprocess@faces"]
+    assert stages_run(first) == ["compare", "download@digits", "download@faces", "evaluate@digits_cnn",
+                                 "evaluate@faces_cnn", "preprocess@digits", "preprocess@faces",
+                                 "train@digits_cnn", "train@faces_cnn"]
     assert (repo.root / "data/processed/digits/train.npz").is_file()
     assert (repo.root / "reports/data/faces/samples.png").is_file()
+    assert (repo.root / "models/faces_cnn.keras").is_file()
+    assert "## digits" in (repo.root / "reports/comparison.md").read_text()
     summary = yaml.safe_load((repo.root / "reports/data/digits/summary.json").read_text())
     assert summary["test"]["per_class"] == {"0": 2, "1": 2, "2": 2}
+    assert yaml.safe_load((repo.root / "reports/train/digits_cnn.json").read_text())["epochs_run"] == 2
 
     second = repo.dvc("repro")
     assert stages_run(second) == [], second
@@ -105,4 +115,34 @@ def test_repro_builds_then_does_nothing_then_reruns_only_the_changed_dataset(rep
     repo.params["datasets"]["faces"]["test_fraction"] = 0.4
     repo.write_params(repo.params)
     third = repo.dvc("repro")
-    assert stages_run(third) == ["preprocess@faces"], third
+    assert stages_run(third) == ["compare", "evaluate@faces_cnn", "preprocess@faces", "train@faces_cnn"], third
+
+
+@pytest.mark.slow
+def test_one_models_change_on_a_branch_shows_in_metrics_diff(repo):
+    repo.dvc("repro")
+    repo.run("git", "add", "-A")
+    repo.run("git", "commit", "-qm", "first run")
+    repo.run("git", "checkout", "-qb", "more-epochs")
+
+    repo.params["models"]["digits_cnn"]["train"]["epochs"] = 3
+    repo.write_params(repo.params)
+    rerun = repo.dvc("repro")
+    assert stages_run(rerun) == ["compare", "evaluate@digits_cnn", "train@digits_cnn"], rerun
+    repo.run("git", "add", "-A")
+    repo.run("git", "commit", "-qm", "digits_cnn: 3 epochs")
+
+    diff = json.loads(repo.dvc("metrics", "diff", "--json", "main", "more-epochs", stdout_only=True))
+    changed_files = set(diff)
+    assert "reports/train/digits_cnn.json" in changed_files
+    assert diff["reports/train/digits_cnn.json"]["epochs_run"] == {"old": 2, "new": 3, "diff": 1}
+    assert "reports/metrics/digits_cnn.json" in changed_files
+    assert not any("faces" in path for path in changed_files), diff
+
+
+def test_every_model_has_its_plots_in_dvc_yaml():
+    pipeline = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())
+    entries = [next(iter(entry)) if isinstance(entry, dict) else entry for entry in pipeline["plots"]]
+    for name in yaml.safe_load((REPO_ROOT / "params.yaml").read_text())["models"]:
+        assert f"reports/train/{name}/plots/metrics" in entries, name
+        assert f"confusion_{name}" in entries, name

@@ -5,60 +5,11 @@ import json
 import keras
 import numpy as np
 import pytest
-import yaml
-from conftest import dataset_block
+from conftest import save_params
 
 from stages import train
 from stages.config import load_params, model_spec
 from stages.data import encode_labels
-
-TRAIN_DEFAULTS = {
-    "optimizer": "adam", "learning_rate": 0.01, "batch_size": 8, "epochs": 3, "validation_fraction": 0.25,
-    "monitor": "val_loss", "early_stopping_patience": None, "class_weight": None, "fine_tune": None,
-    "mixed_precision": "auto", "jit_compile": False,
-}
-
-
-def write_processed(project, name, num_classes, per_class=8, size=16, seed=0):
-    """data/processed/<name>/train.npz with classes told apart by brightness."""
-    rng = np.random.default_rng(seed)
-    class_ids = np.repeat(np.arange(num_classes), per_class)
-    images = np.clip(rng.normal(0.2 + 0.6 * class_ids[:, None, None, None] / max(num_classes - 1, 1), 0.1,
-                                size=(len(class_ids), size, size, 3)), 0, 1).astype(np.float32)
-    directory = project / "data/processed" / name
-    directory.mkdir(parents=True)
-    np.savez(directory / "train.npz", images=images, labels=encode_labels(class_ids, num_classes))
-
-
-@pytest.fixture
-def tiny_project(project):
-    """Two tiny processed datasets and a params.yaml with small models over them."""
-    write_processed(project, "faces", 2)
-    write_processed(project, "digits", 3)
-    params = {
-        "seed": 5,
-        "datasets": {
-            "faces": dataset_block({"url": "unused"}, {"no": "no", "yes": "yes"}, image_size=16),
-            "digits": dataset_block({"url": "unused"}, {"0": "0", "1": "1", "2": "2"}, image_size=16),
-        },
-        "train": dict(TRAIN_DEFAULTS),
-        "models": {
-            "faces_cnn": {"dataset": "faces", "builder": "happy_cnn"},
-            "digits_cnn": {"dataset": "digits", "builder": "signs_cnn", "train": {"epochs": 4}},
-            "digits_transfer": {"dataset": "digits", "builder": "transfer",
-                                "network": {"backbone": "MobileNet", "alpha": 0.25, "weights": "none",
-                                            "input_size": 32},
-                                "train": {"epochs": 1, "fine_tune": {"epochs": 1, "layers": 5,
-                                                                     "learning_rate": 0.001}}},
-        },
-    }
-    save_params(project, params)
-    return project
-
-
-def save_params(project, params):
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
 
 def run_train(name):
     try:

@@ -35,3 +35,17 @@ def get_builder(name):
 def builder_module_path(name):
     """The source file of a builder's module, as dvc.yaml lists it in deps."""
     return BUILDER_MODULES[name].replace(".", "/") + ".py"
+
+
+class MissingModelError(FileNotFoundError):
+    """A model that has not been trained yet."""
+
+
+def load_trained_model(spec):
+    """The trained model of a ModelSpec; its builder's module is imported first so its custom layers are known."""
+    import keras
+
+    if not spec.model_path.is_file():
+        raise MissingModelError(f"{spec.model_path} is missing: run `dvc repro train@{spec.name}` first")
+    get_builder(spec.builder)
+    return keras.models.load_model(spec.model_path)

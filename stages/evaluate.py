@@ -1,0 +1,118 @@
+"""evaluate stage: score one trained model on its dataset's test split.
+
+Writes reports/metrics/<model>.json (loss, accuracy, balanced accuracy, per-class and macro
+precision/recall/F1, ROC AUC for binary models, inference speed, size), the per-image predictions
+reports/eval/<model>/predictions.json for DVC's confusion-matrix plot, and a picture of the
+misclassified test images, reports/eval/<model>/misclassified.png.
+
+    python -m stages.evaluate <model>
+"""
+
+import argparse
+import logging
+import sys
+import time
+
+import numpy as np
+
+from stages.config import ParamsError, load_params, model_spec
+from stages.data import MissingDataError, class_indices, load_split
+from stages.files import write_json
+from stages.metrics import classification_metrics
+from stages.models import MissingModelError, load_trained_model
+from stages.plots import image_grid
+
+log = logging.getLogger("evaluate")
+
+LATENCY_REPEATS = 20
+MAX_MISCLASSIFIED_SHOWN = 24
+
+
+class EvaluateError(RuntimeError):
+    """A model that does not fit its data."""
+
+
+def predict_classes(model, images, batch_size):
+    """(probabilities (m, C) for every class, predicted class per image)."""
+    outputs = model.predict(images, batch_size=batch_size, verbose=0)
+    if outputs.shape[1] == 1:
+        outputs = np.concatenate([1.0 - outputs, outputs], axis=1)
+    return outputs, outputs.argmax(axis=1)
+
+
+def measure_speed(model, images, batch_size):
+    """Batch throughput and per-batch and single-image latency, after a warm-up call."""
+    model.predict(images[:batch_size], batch_size=batch_size, verbose=0)
+    started = time.perf_counter()
+    model.predict(images, batch_size=batch_size, verbose=0)
+    batch_seconds = time.perf_counter() - started
+    single = images[:1]
+    model.predict_on_batch(single)
+    latencies = []
+    for _ in range(LATENCY_REPEATS):
+        started = time.perf_counter()
+        model.predict_on_batch(single)
+        latencies.append(time.perf_counter() - started)
+    batches = int(np.ceil(len(images) / batch_size))
+    return {"images_per_second": round(len(images) / batch_seconds, 1),
+            "batch_latency_ms": round(1000 * batch_seconds / batches, 2),
+            "single_image_latency_ms": round(1000 * float(np.median(latencies)), 2),
+            "batch_size": batch_size}
+
+
+def evaluate_model(spec):
+    """Evaluate spec's model on the test split; write and return its metrics."""
+    model = load_trained_model(spec)
+    images, labels = load_split(spec.dataset, "test")
+    if model.output_shape[-1] != labels.shape[1]:
+        raise EvaluateError(f"{spec.model_path} outputs {model.output_shape[-1]} values per image but "
+                            f"{spec.dataset.processed_dir} has labels {labels.shape[1]} wide: retrain the model")
+    batch_size = spec.train["batch_size"]
+    loss = model.evaluate(images, labels, batch_size=batch_size, verbose=0, return_dict=True)["loss"]
+    probabilities, predicted = predict_classes(model, images, batch_size)
+    actual = class_indices(labels)
+    names = spec.dataset.class_names
+    metrics = classification_metrics(actual, predicted, names, positive_scores=probabilities[:, 1])
+    report = {
+        "model": spec.name, "dataset": spec.dataset.name, "test_images": int(len(labels)),
+        "loss": float(loss), **metrics,
+        "inference": measure_speed(model, images, batch_size),
+        "size": {"parameter_count": int(model.count_params()), "file_bytes": spec.model_path.stat().st_size},
+    }
+    write_json(spec.metrics_path, report)
+    write_json(spec.eval_dir / "predictions.json",
+               [{"actual": names[a], "predicted": names[p]} for a, p in zip(actual, predicted)])
+    plot_misclassified(spec, images, actual, predicted, probabilities)
+    return report
+
+
+def plot_misclassified(spec, images, actual, predicted, probabilities):
+    """The test images the model got wrong, each titled with the true and the predicted class."""
+    names = spec.dataset.class_names
+    wrong = np.flatnonzero(actual != predicted)
+    shown = wrong[:MAX_MISCLASSIFIED_SHOWN]
+    titles = [f"true {names[actual[i]]}\npredicted {names[predicted[i]]} ({probabilities[i, predicted[i]]:.2f})"
+              for i in shown]
+    heading = f"{spec.name}: {len(wrong)} of {len(actual)} test images misclassified"
+    if len(wrong) > len(shown):
+        heading += f" (first {len(shown)} shown)"
+    image_grid(images[shown], titles, heading, spec.eval_dir / "misclassified.png")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", help="a key of the models section of params.yaml")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    try:
+        spec = model_spec(load_params(), args.model)
+        report = evaluate_model(spec)
+    except (EvaluateError, ParamsError, MissingDataError, MissingModelError) as error:
+        sys.exit(f"evaluate {args.model}: error: {error}")
+    log.info("%s: wrote %s: test accuracy %.3f, macro F1 %.3f on %d images; %.0f images/s",
+             spec.name, spec.metrics_path, report["accuracy"], report["macro"]["f1"], report["test_images"],
+             report["inference"]["images_per_second"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""Classify new images with a trained model (a user command, not a pipeline stage).
+
+Images go through the same decoding, RGB conversion, resizing and scaling as preprocess.
+
+    python -m stages.predict <model> <image> [<image> ...] [--all] [--json]
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from stages.config import ParamsError, load_params, model_spec
+from stages.images import UNREADABLE_IMAGE_ERRORS, load_image
+from stages.models import MissingModelError, load_trained_model
+
+
+class PredictError(RuntimeError):
+    """An image that cannot be classified."""
+
+
+def load_images(paths, image_size):
+    """All images as one batch; the first missing or unreadable file is an error naming it."""
+    batch = []
+    for path in paths:
+        if not Path(path).is_file():
+            raise PredictError(f"no such file: {path}")
+        try:
+            batch.append(load_image(path, image_size))
+        except UNREADABLE_IMAGE_ERRORS as error:
+            raise PredictError(f"{path} is not a readable image ({error})") from error
+    return np.stack(batch)
+
+
+def predict(spec, paths):
+    """[{image, predicted, probability, probabilities}] for each path."""
+    images = load_images(paths, spec.dataset.image_size)
+    model = load_trained_model(spec)
+    outputs = model.predict(images, verbose=0)
+    if outputs.shape[1] == 1:
+        outputs = np.concatenate([1.0 - outputs, outputs], axis=1)
+    names = spec.dataset.class_names
+    return [{"image": str(path), "predicted": names[int(row.argmax())], "probability": float(row.max()),
+             "probabilities": {name: float(p) for name, p in zip(names, row)}}
+            for path, row in zip(paths, outputs)]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", help="a key of the models section of params.yaml")
+    parser.add_argument("images", nargs="+", help="image files (any format Pillow reads)")
+    parser.add_argument("--all", action="store_true", help="print the probability of every class")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = parser.parse_args(argv)
+    try:
+        results = predict(model_spec(load_params(), args.model), args.images)
+    except (PredictError, ParamsError, MissingModelError) as error:
+        sys.exit(f"predict: error: {error}")
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return
+    for result in results:
+        print(f"{result['image']}: {result['predicted']} ({result['probability']:.3f})")
+        if args.all:
+            for name, probability in sorted(result["probabilities"].items(), key=lambda item: -item[1]):
+                print(f"    {name}: {probability:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""The evaluate stage on a tiny trained model: metrics, predictions, pictures, errors."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from stages import evaluate, train
+
+
+def run_stage(stage, name):
+    try:
+        stage.main([name])
+    except SystemExit as error:
+        return str(error)
+    return None
+
+
+@pytest.fixture
+def trained(tiny_project):
+    for name in ("digits_cnn", "faces_cnn"):
+        assert run_stage(train, name) is None
+    return tiny_project
+
+
+def read(project, relative):
+    return json.loads((project / relative).read_text())
+
+
+def test_multiclass_metrics_match_the_models_predictions(trained):
+    assert run_stage(evaluate, "digits_cnn") is None
+
+    metrics = read(trained, "reports/metrics/digits_cnn.json")
+    test = np.load(trained / "data/processed/digits/test.npz")
+    model = keras.models.load_model(trained / "models/digits_cnn.keras")
+    predicted = model.predict(test["images"], verbose=0).argmax(axis=1)
+    actual = test["labels"].argmax(axis=1)
+    assert metrics["test_images"] == 12
+    assert metrics["accuracy"] == pytest.approx(np.mean(predicted == actual))
+    assert set(metrics["per_class"]) == {"0", "1", "2"}
+    assert sum(scores["support"] for scores in metrics["per_class"].values()) == 12
+    assert "roc_auc" not in metrics
+    assert metrics["size"]["parameter_count"] == model.count_params()
+    assert metrics["size"]["file_bytes"] == (trained / "models/digits_cnn.keras").stat().st_size
+    assert metrics["inference"]["images_per_second"] > 0 and metrics["inference"]["single_image_latency_ms"] > 0
+
+    rows = read(trained, "reports/eval/digits_cnn/predictions.json")
+    assert len(rows) == 12 and set(rows[0]) == {"actual", "predicted"}
+    assert [row["predicted"] for row in rows] == [str(p) for p in predicted]
+    with Image.open(trained / "reports/eval/digits_cnn/misclassified.png") as picture:
+        assert picture.format == "PNG"
+
+
+def test_binary_model_reports_roc_auc(trained):
+    assert run_stage(evaluate, "faces_cnn") is None
+
+    metrics = read(trained, "reports/metrics/faces_cnn.json")
+    assert 0.0 <= metrics["roc_auc"] <= 1.0
+    assert set(metrics["per_class"]) == {"no", "yes"}
+    assert {row["actual"] for row in read(trained, "reports/eval/faces_cnn/predictions.json")} == {"no", "yes"}
+
+
+def test_untrained_model_is_a_clear_error(tiny_project):
+    message = run_stage(evaluate, "digits_cnn")
+    assert message == "evaluate digits_cnn: error: models/digits_cnn.keras is missing: run `dvc repro train@digits_cnn` first"
+    assert not (tiny_project / "reports/metrics/digits_cnn.json").exists()

@@ -1,0 +1,69 @@
+"""predict: classifying new image files with a saved model, and its errors."""
+
+import json
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from conftest import REPO_ROOT
+from PIL import Image
+
+from stages import predict
+from stages.images import load_image
+from stages.models import get_builder
+
+
+@pytest.fixture
+def saved_model(tiny_project):
+    """A (randomly initialised) digits_cnn saved where the train stage would put it, and two images."""
+    keras.utils.set_random_seed(1)
+    model = get_builder("signs_cnn")((16, 16, 3), 3)
+    (tiny_project / "models").mkdir()
+    model.save(tiny_project / "models/digits_cnn.keras")
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(tiny_project / "red.png")
+    Image.new("L", (16, 16), 90).save(tiny_project / "grey.jpg")
+    return model
+
+
+def test_prediction_uses_the_preprocess_pipeline(saved_model, tiny_project, capsys):
+    predict.main(["digits_cnn", "red.png", "grey.jpg", "--json"])
+
+    results = json.loads(capsys.readouterr().out)
+    expected = saved_model.predict(np.stack([load_image("red.png", 16), load_image("grey.jpg", 16)]), verbose=0)
+    assert [r["image"] for r in results] == ["red.png", "grey.jpg"]
+    for result, probabilities in zip(results, expected):
+        assert result["predicted"] == str(probabilities.argmax())
+        assert result["probability"] == pytest.approx(probabilities.max(), rel=1e-5)
+        assert sum(result["probabilities"].values()) == pytest.approx(1.0, rel=1e-5)
+
+
+def test_plain_and_full_distribution_output(saved_model, tiny_project, capsys):
+    predict.main(["digits_cnn", "red.png"])
+    plain = capsys.readouterr().out.splitlines()
+    assert len(plain) == 1 and plain[0].startswith("red.png: ")
+
+    predict.main(["digits_cnn", "red.png", "--all"])
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4 and sorted(line.split(":")[0].strip() for line in lines[1:]) == ["0", "1", "2"]
+
+
+def run_command(project, *args):
+    """predict as a user runs it: a separate process, so exit status and stderr are real."""
+    env = {"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin"}
+    return subprocess.run([sys.executable, "-m", "stages.predict", *args], cwd=project, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["digits_cnn", "nothing.png"], "predict: error: no such file: nothing.png"),
+    (["digits_cnn", "params.yaml"], "predict: error: params.yaml is not a readable image"),
+    (["resnet9000", "red.png"], "predict: error: unknown model 'resnet9000'"),
+    (["faces_cnn", "red.png"], "predict: error: models/faces_cnn.keras is missing: run `dvc repro train@faces_cnn`"),
+])
+def test_errors_exit_non_zero_without_a_traceback(saved_model, tiny_project, args, message):
+    result = run_command(tiny_project, *args)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
