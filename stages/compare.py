@@ -8,16 +8,15 @@ Nothing in the report is written by hand: every number comes from those files.
     python -m stages.compare
 """
 
-import argparse
 import json
 import logging
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from stages.cli import exit_on, parse_stage_arguments
 from stages.config import ParamsError, load_params, model_spec
 from stages.files import staged_path
 from stages.metrics import confusion_matrix
@@ -228,18 +227,14 @@ def untrained_note(spec):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-    try:
+    parse_stage_arguments(__doc__, argv)
+    with exit_on("compare", CompareError, ParamsError):
         params = load_params()
         specs = [model_spec(params, name) for name in params.get("models") or {}]
         if not specs:
             raise CompareError("params.yaml defines no models to compare")
         table = collect(specs)
         write_report(params, specs, table)
-    except (CompareError, ParamsError) as error:
-        sys.exit(f"compare: error: {error}")
     for dataset, rows in table.groupby("dataset", sort=False):
         log.info("%s: %s", dataset, best_model_line(rows).replace("**", ""))
     log.info("wrote %s, %s and %s/", REPORT_PATH, TABLE_PATH, FIGURES_DIR)

@@ -7,7 +7,6 @@ course HDF5 files (paths or URLs). With LOCAL_DATA_DIR set, remote sources are r
     python -m stages.download <dataset>
 """
 
-import argparse
 import contextlib
 import logging
 import shutil
@@ -22,6 +21,7 @@ import h5py
 import pooch
 import requests
 
+from stages.cli import exit_on, parse_stage_arguments
 from stages.config import LOCAL_DATA_ENV, ParamsError, dataset_spec, load_params, local_data_dir
 from stages.files import staged_path, tree_fingerprint
 
@@ -272,15 +272,10 @@ def verify_fingerprint(spec, staging):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("dataset", help="a key of the datasets section of params.yaml")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-    try:
+    args = parse_stage_arguments(__doc__, argv, dataset="a key of the datasets section of params.yaml")
+    with exit_on(f"download {args.dataset}", DownloadError, ParamsError):
         spec = dataset_spec(load_params(), args.dataset)
         counts = download_dataset(spec, local_data_dir())
-    except (DownloadError, ParamsError) as error:
-        sys.exit(f"download {args.dataset}: error: {error}")
     log.info("%s: wrote %s: %s", spec.name, spec.raw_dir, ", ".join(f"{k}: {v}" for k, v in counts.items()))
 
 

@@ -8,13 +8,12 @@ misclassified test images, reports/eval/<model>/misclassified.png.
     python -m stages.evaluate <model>
 """
 
-import argparse
 import logging
-import sys
 import time
 
 import numpy as np
 
+from stages.cli import exit_on, parse_stage_arguments
 from stages.config import ParamsError, load_params, model_spec
 from stages.data import MissingDataError, class_indices, load_split
 from stages.files import write_json
@@ -100,15 +99,10 @@ def plot_misclassified(spec, images, actual, predicted, probabilities):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", help="a key of the models section of params.yaml")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-    try:
+    args = parse_stage_arguments(__doc__, argv, model="a key of the models section of params.yaml")
+    with exit_on(f"evaluate {args.model}", EvaluateError, ParamsError, MissingDataError, MissingModelError):
         spec = model_spec(load_params(), args.model)
         report = evaluate_model(spec)
-    except (EvaluateError, ParamsError, MissingDataError, MissingModelError) as error:
-        sys.exit(f"evaluate {args.model}: error: {error}")
     log.info("%s: wrote %s: test accuracy %.3f, macro F1 %.3f on %d images; %.0f images/s",
              spec.name, spec.metrics_path, report["accuracy"], report["macro"]["f1"], report["test_images"],
              report["inference"]["images_per_second"])

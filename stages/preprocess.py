@@ -7,13 +7,12 @@ reports/data/<dataset>/summary.json and samples.png.
     python -m stages.preprocess <dataset>
 """
 
-import argparse
 import logging
-import sys
 
 import h5py
 import numpy as np
 
+from stages.cli import exit_on, parse_stage_arguments
 from stages.config import ParamsError, dataset_spec, load_params
 from stages.data import encode_labels
 from stages.files import staged_path, write_json
@@ -130,15 +129,10 @@ def plot_samples(spec, images, labels, path):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("dataset", help="a key of the datasets section of params.yaml")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-    try:
+    args = parse_stage_arguments(__doc__, argv, dataset="a key of the datasets section of params.yaml")
+    with exit_on(f"preprocess {args.dataset}", PreprocessError, ParamsError):
         spec = dataset_spec(load_params(), args.dataset)
         summary = preprocess_dataset(spec)
-    except (PreprocessError, ParamsError) as error:
-        sys.exit(f"preprocess {args.dataset}: error: {error}")
     log.info("%s: wrote %s: train %d, test %d images of %s; %d unreadable files skipped",
              spec.name, spec.processed_dir, summary["train"]["total"], summary["test"]["total"],
              "x".join(map(str, summary["train"]["image_shape"])), summary["skipped"]["count"])

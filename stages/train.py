@@ -9,13 +9,12 @@ reports/train/<model>/.
     python -m stages.train <model>
 """
 
-import argparse
 import logging
-import sys
 import time
 
 import numpy as np
 
+from stages.cli import exit_on, parse_stage_arguments
 from stages.config import ParamsError, load_params, model_spec
 from stages.data import MissingDataError, class_indices, label_width, load_split
 from stages.files import staged_path, write_json
@@ -166,15 +165,10 @@ def train_model(spec):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", help="a key of the models section of params.yaml")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-    try:
+    args = parse_stage_arguments(__doc__, argv, model="a key of the models section of params.yaml")
+    with exit_on(f"train {args.model}", TrainError, ParamsError, MissingDataError):
         spec = model_spec(load_params(), args.model)
         report = train_model(spec)
-    except (TrainError, ParamsError, MissingDataError) as error:
-        sys.exit(f"train {args.model}: error: {error}")
     log.info("%s: wrote %s and %s: best epoch %d of %d, validation accuracy %.3f, %.0f images/s on %s",
              spec.name, spec.model_path, spec.report_path, report["best_epoch"], report["epochs_run"],
              report["best_val_accuracy"], report["images_per_second"], report["device"])
