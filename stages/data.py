@@ -7,13 +7,29 @@ class MissingDataError(FileNotFoundError):
     """A processed split that is not there yet."""
 
 
+def save_split(processed_dir, split, images, labels):
+    """Write <processed_dir>/<split>/images.npy and labels.npy.
+
+    Plain .npy files, unlike .npz archives, hold no timestamps: the same data gives the same bytes,
+    so DVC sees an unchanged output and the stages after it do not re-run.
+    """
+    directory = processed_dir / split
+    directory.mkdir(parents=True, exist_ok=True)
+    np.save(directory / "images.npy", images)
+    np.save(directory / "labels.npy", labels)
+
+
+def read_split(processed_dir, split):
+    """(images, labels) as save_split wrote them."""
+    directory = processed_dir / split
+    return np.load(directory / "images.npy"), np.load(directory / "labels.npy")
+
+
 def load_split(dataset, split):
-    """(images, labels) of data/processed/<dataset>/<split>.npz."""
-    path = dataset.processed_dir / f"{split}.npz"
-    if not path.is_file():
-        raise MissingDataError(f"{path} is missing: run `dvc repro preprocess@{dataset.name}` first")
-    with np.load(path) as data:
-        return data["images"], data["labels"]
+    """(images, labels) of a dataset's processed split, or a clear error if preprocess has not run."""
+    if not (dataset.processed_dir / split / "labels.npy").is_file():
+        raise MissingDataError(f"{dataset.processed_dir / split} is missing: run `dvc repro preprocess@{dataset.name}` first")
+    return read_split(dataset.processed_dir, split)
 
 
 def class_indices(labels):

@@ -14,7 +14,8 @@ GRID_COLUMNS = 6
 
 def save_figure(figure, path):
     """Write a matplotlib figure as PNG, atomically, and release it."""
-    figure.tight_layout()
+    if figure.get_layout_engine() is None:
+        figure.tight_layout()
     with staged_path(path) as temporary:
         figure.savefig(temporary, format="png", dpi=100)
     plt.close(figure)

@@ -1,6 +1,6 @@
 """preprocess stage: decode data/raw/<dataset>/ into normalised train and test arrays.
 
-Writes data/processed/<dataset>/{train,test}.npz (images float32 in [0, 1]; labels an (m, 1)
+Writes data/processed/<dataset>/{train,test}/{images,labels}.npy (images float32 in [0, 1]; labels an (m, 1)
 0/1 column for two classes, one-hot (m, C) otherwise) and classes.json, plus
 reports/data/<dataset>/summary.json and samples.png.
 
@@ -14,7 +14,7 @@ import numpy as np
 
 from stages.cli import exit_on, parse_stage_arguments
 from stages.config import ParamsError, dataset_spec, load_params
-from stages.data import encode_labels
+from stages.data import encode_labels, save_split
 from stages.files import staged_path, write_json
 from stages.images import UNREADABLE_IMAGE_ERRORS, array_to_model_input, load_image
 from stages.plots import image_grid
@@ -45,7 +45,7 @@ def preprocess_dataset(spec):
 
     with staged_path(spec.processed_dir, directory=True) as staging:
         for split, (images, labels) in splits.items():
-            np.savez(staging / f"{split}.npz", images=images, labels=encode_labels(labels, spec.num_classes))
+            save_split(staging, split, images, encode_labels(labels, spec.num_classes))
         write_json(staging / "classes.json", spec.class_names)
     summary = summarize(spec, splits, available, skipped)
     write_json(spec.reports_dir / "summary.json", summary)

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from stages.data import encode_labels
+from stages.data import encode_labels, save_split
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = REPO_ROOT.parent / "shared" / "datasets"
@@ -77,7 +77,7 @@ TRAIN_DEFAULTS = {
 
 
 def write_processed(project, name, num_classes, per_class=8, size=16, seed=0):
-    """data/processed/<name>/{train,test}.npz with classes told apart by brightness (test: half as many)."""
+    """data/processed/<name>/{train,test}/ with classes told apart by brightness (test: half as many)."""
     directory = project / "data/processed" / name
     directory.mkdir(parents=True)
     rng = np.random.default_rng(seed)
@@ -85,7 +85,7 @@ def write_processed(project, name, num_classes, per_class=8, size=16, seed=0):
         class_ids = np.repeat(np.arange(num_classes), count)
         images = np.clip(rng.normal(0.2 + 0.6 * class_ids[:, None, None, None] / max(num_classes - 1, 1), 0.1,
                                     size=(len(class_ids), size, size, 3)), 0, 1).astype(np.float32)
-        np.savez(directory / f"{split}.npz", images=images, labels=encode_labels(class_ids, num_classes))
+        save_split(directory, split, images, encode_labels(class_ids, num_classes))
 
 
 def save_params(project, params):

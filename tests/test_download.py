@@ -3,8 +3,16 @@
 import h5py
 import numpy as np
 import pytest
-from conftest import (SHARED_DATASETS, dataset_block, leftovers, tar_folder, write_course_h5,
-                      write_image_folders, write_params, zip_folder)
+from conftest import (
+    SHARED_DATASETS,
+    dataset_block,
+    leftovers,
+    tar_folder,
+    write_course_h5,
+    write_image_folders,
+    write_params,
+    zip_folder,
+)
 
 from stages import download
 from stages.config import RAW_DIR

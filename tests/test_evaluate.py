@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from stages import evaluate, train
+from stages.data import read_split
 
 
 def run_stage(stage, name):
@@ -33,10 +34,10 @@ def test_multiclass_metrics_match_the_models_predictions(trained):
     assert run_stage(evaluate, "digits_cnn") is None
 
     metrics = read(trained, "reports/metrics/digits_cnn.json")
-    test = np.load(trained / "data/processed/digits/test.npz")
+    test_images, test_labels = read_split(trained / "data/processed/digits", "test")
     model = keras.models.load_model(trained / "models/digits_cnn.keras")
-    predicted = model.predict(test["images"], verbose=0).argmax(axis=1)
-    actual = test["labels"].argmax(axis=1)
+    predicted = model.predict(test_images, verbose=0).argmax(axis=1)
+    actual = test_labels.argmax(axis=1)
     assert metrics["test_images"] == 12
     assert metrics["accuracy"] == pytest.approx(np.mean(predicted == actual))
     assert set(metrics["per_class"]) == {"0", "1", "2"}

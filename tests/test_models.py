@@ -8,8 +8,7 @@ import pytest
 from conftest import REPO_ROOT
 
 from stages.config import load_params
-from stages.models import BACKBONE_LAYER, BUILDER_MODULES, UnknownBuilderError, get_builder
-from stages.models import resnet50, transfer
+from stages.models import BACKBONE_LAYER, BUILDER_MODULES, UnknownBuilderError, get_builder, resnet50, transfer
 
 SHARED_WEIGHTS = REPO_ROOT.parent / "shared" / "weights"
 SMALL_BACKBONE = {"backbone": "MobileNet", "alpha": 0.25, "weights": "none"}

@@ -85,6 +85,8 @@ def repo(tmp_path):
     repo.params["models"] = {
         "faces_cnn": {"dataset": "faces", "builder": "happy_cnn"},
         "digits_cnn": {"dataset": "digits", "builder": "signs_cnn", "train": {"epochs": 2}},
+        "faces_transfer": {"dataset": "faces", "builder": "transfer",
+                           "network": {"backbone": "MobileNet", "alpha": 0.25, "weights": "none", "input_size": 32}},
     }
     repo.write_params(repo.params)
     repo.run("git", "init", "-q", "-b", "main")
@@ -98,9 +100,9 @@ def repo(tmp_path):
 def test_repro_builds_then_does_nothing_then_reruns_only_what_changed(repo):
     first = repo.dvc("repro")
     assert stages_run(first) == ["compare", "download@digits", "download@faces", "evaluate@digits_cnn",
-                                 "evaluate@faces_cnn", "preprocess@digits", "preprocess@faces",
-                                 "train@digits_cnn", "train@faces_cnn"]
-    assert (repo.root / "data/processed/digits/train.npz").is_file()
+                                 "evaluate@faces_cnn", "evaluate@faces_transfer", "preprocess@digits",
+                                 "preprocess@faces", "train@digits_cnn", "train@faces_cnn", "train@faces_transfer"]
+    assert (repo.root / "data/processed/digits/train/images.npy").is_file()
     assert (repo.root / "reports/data/faces/samples.png").is_file()
     assert (repo.root / "models/faces_cnn.keras").is_file()
     assert "## digits" in (repo.root / "reports/comparison.md").read_text()
@@ -115,7 +117,8 @@ def test_repro_builds_then_does_nothing_then_reruns_only_what_changed(repo):
     repo.params["datasets"]["faces"]["test_fraction"] = 0.4
     repo.write_params(repo.params)
     third = repo.dvc("repro")
-    assert stages_run(third) == ["compare", "evaluate@faces_cnn", "preprocess@faces", "train@faces_cnn"], third
+    assert stages_run(third) == ["compare", "evaluate@faces_cnn", "evaluate@faces_transfer", "preprocess@faces",
+                                 "train@faces_cnn", "train@faces_transfer"], third
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ from PIL import Image
 
 from stages import preprocess
 from stages.config import DATA_REPORTS_DIR, PROCESSED_DIR, dataset_spec, load_params
+from stages.data import read_split
 
 THREE_CLASSES = {"red": "red", "green": "green", "blue": "blue"}
 
@@ -21,7 +22,7 @@ def make_raw(project, name, images_per_class, mode="RGB", size=(20, 16)):
 def run_preprocess(name):
     preprocess.main([name])
     processed = PROCESSED_DIR / name
-    train, test = np.load(processed / "train.npz"), np.load(processed / "test.npz")
+    train, test = (dict(zip(("images", "labels"), read_split(processed, split))) for split in ("train", "test"))
     return train, test, json.loads((DATA_REPORTS_DIR / name / "summary.json").read_text())
 
 
@@ -170,4 +171,4 @@ def test_spec_image_size_is_applied(project):
 
     preprocess.preprocess_dataset(spec)
 
-    assert np.load(project / "data/processed/tiny/train.npz")["images"].shape[1:] == (64, 64, 3)
+    assert read_split(project / "data/processed/tiny", "train")[0].shape[1:] == (64, 64, 3)

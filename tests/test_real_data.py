@@ -6,11 +6,11 @@ The expected counts are those ../shared/datasets/README.md lists for the upstrea
 import json
 import shutil
 
-import numpy as np
 import pytest
 from conftest import REPO_ROOT, SHARED_DATASETS
 
 from stages import download, preprocess
+from stages.data import read_split
 
 pytestmark = [
     pytest.mark.slow,
@@ -34,12 +34,12 @@ def test_real_download_and_preprocess(project, monkeypatch, name):
     summary = json.loads((project / "reports/data" / name / "summary.json").read_text())
     assert summary["available"] == EXPECTED_AVAILABLE[name]
     assert summary["skipped"]["count"] == 0
-    train = np.load(project / "data/processed" / name / "train.npz")
-    assert train["images"].shape[1:] == (64, 64, 3)
+    images, labels = read_split(project / "data/processed" / name, "train")
+    assert images.shape[1:] == (64, 64, 3)
     if name == "signs":
         assert summary["train"]["total"] + summary["test"]["total"] == 1237
         assert set(summary["test"]["per_class"].values()) == {21}
     else:
         assert summary["train"]["per_class"] == {"not_smiling": 600, "smiling": 600}
         assert summary["test"]["per_class"] == {"not_smiling": 150, "smiling": 150}
-        assert train["labels"].shape == (1200, 1)
+        assert labels.shape == (1200, 1)

@@ -9,7 +9,8 @@ from conftest import save_params
 
 from stages import train
 from stages.config import load_params, model_spec
-from stages.data import encode_labels
+from stages.data import encode_labels, read_split
+
 
 def run_train(name):
     try:
@@ -45,7 +46,7 @@ def test_saved_model_is_the_best_epoch(tiny_project):
 
     report = read_report(tiny_project, "faces_cnn")
     spec = model_spec(load_params(), "faces_cnn")
-    images, labels = np.load(tiny_project / "data/processed/faces/train.npz").values()
+    images, labels = read_split(tiny_project / "data/processed/faces", "train")
     _, (val_images, val_labels) = train.validation_split(images, labels, spec.train["validation_fraction"], spec.seed)
     model = keras.models.load_model(tiny_project / "models/faces_cnn.keras")
     _, accuracy = model.evaluate(val_images, val_labels, verbose=0)
