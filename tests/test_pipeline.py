@@ -135,6 +135,7 @@ def test_one_models_change_on_a_branch_shows_in_metrics_diff(repo):
     repo.run("git", "add", "-A")
     repo.run("git", "commit", "-qm", "digits_cnn: 3 epochs")
 
+    assert '"error"' not in repo.dvc("metrics", "show", "--json", stdout_only=True), "every metrics file must parse"
     diff = json.loads(repo.dvc("metrics", "diff", "--json", "main", "more-epochs", stdout_only=True))
     changed_files = set(diff)
     assert "reports/train/digits_cnn.json" in changed_files
