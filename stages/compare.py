@@ -88,7 +88,12 @@ def best_model_line(table):
     if len(ranked) > 1:
         runner_up = ranked.iloc[1]
         margin = best["test accuracy"] - runner_up["test accuracy"]
-        line += f"; {margin * 100:.1f} points of accuracy ahead of {runner_up['model']}"
+        if margin > 0:
+            line += f"; {margin * 100:.1f} points of accuracy ahead of {runner_up['model']}"
+        else:
+            f1_margin = best["macro F1"] - runner_up["macro F1"]
+            line += (f"; level on accuracy with {runner_up['model']}, "
+                     f"{f1_margin * 100:.1f} points ahead on macro F1")
     return line + "."
 
 

@@ -89,6 +89,12 @@ def test_every_figure_is_a_png_linked_from_the_report(reports):
         assert f"(figures/{name})" in report
 
 
+def test_a_tie_on_accuracy_is_broken_by_macro_f1():
+    table = pd.DataFrame({"model": ["a", "b"], "test accuracy": [0.9, 0.9], "macro F1": [0.85, 0.88]})
+    assert compare.best_model_line(table) == ("Best: **b**, test accuracy 0.900, macro F1 0.880; "
+                                              "level on accuracy with a, 3.0 points ahead on macro F1.")
+
+
 def test_missing_report_is_a_clear_error(reports):
     (reports / "reports/metrics/faces_cnn.json").unlink()
     with pytest.raises(SystemExit, match="compare: error: reports/metrics/faces_cnn.json is missing"):
