@@ -26,6 +26,7 @@ H5_SOURCE_KEYS = {"train", "test", "mirror"}
 MODEL_KEYS = {"dataset", "builder", "network", "train"}
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 AUTO_SWITCH = ("auto", True, False)
+DISTRIBUTIONS = ("none", "one_device", "mirrored", "multi_worker")
 FINE_TUNE_KEYS = {"epochs", "layers", "learning_rate"}
 
 
@@ -255,6 +256,9 @@ def _check_train(train, where):
     for key in ("mixed_precision", "jit_compile"):
         if train.get(key) not in AUTO_SWITCH:
             raise ParamsError(f"{field(key)} must be auto, true or false, got {train.get(key)!r}")
+    if train.get("distribution") not in DISTRIBUTIONS:
+        raise ParamsError(f"{field('distribution')} must be one of {', '.join(DISTRIBUTIONS)}, "
+                          f"got {train.get('distribution')!r}")
     fine_tune = train.get("fine_tune")
     if fine_tune is not None:
         if not isinstance(fine_tune, dict):

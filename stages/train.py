@@ -28,11 +28,35 @@ class TrainError(RuntimeError):
     """A model that cannot be trained as params.yaml describes it."""
 
 
+def make_strategy(distribution):
+    """The tf.distribute strategy that `distribution` names.
+
+    none: Keras's default (one device, chosen by TensorFlow); one_device: the first GPU, else the CPU;
+    mirrored: every GPU of this machine (or, without GPUs, every logical CPU device), one model
+    replica each; multi_worker: several machines, as TF_CONFIG describes them.
+    """
+    import tensorflow as tf
+
+    if distribution == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = [device.name for device in tf.config.list_logical_devices("GPU")]
+    if distribution == "one_device":
+        return tf.distribute.OneDeviceStrategy(gpus[0] if gpus else "/cpu:0")
+    if distribution == "mirrored":
+        return tf.distribute.MirroredStrategy(gpus or [device.name for device in tf.config.list_logical_devices("CPU")])
+    return tf.distribute.get_strategy()
+
+
 def configure_runtime(train, seed):
-    """Seed Python, NumPy and TensorFlow, make ops deterministic, pick precision; describe the device."""
+    """Seed Python, NumPy and TensorFlow, make ops deterministic, pick precision and the distribution strategy.
+
+    Returns the strategy and a description of the runtime for the report.
+    """
     import keras
     import tensorflow as tf
 
+    # A multi-worker strategy must exist before TensorFlow runs anything else.
+    strategy = make_strategy(train["distribution"])
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
     gpus = tf.config.list_physical_devices("GPU")
@@ -44,7 +68,9 @@ def configure_runtime(train, seed):
         device = f"GPU: {', '.join(names)}"
     else:
         device = "CPU"
-    return {"device": device, "mixed_precision": mixed_precision, "jit_compile": jit_compile}
+    runtime = {"device": device, "mixed_precision": mixed_precision, "jit_compile": jit_compile,
+               "distribution": train["distribution"], "replicas": int(strategy.num_replicas_in_sync)}
+    return strategy, runtime
 
 
 def validation_split(images, labels, fraction, seed):
@@ -114,24 +140,31 @@ def train_model(spec):
     from dvclive.keras import DVCLiveCallback
 
     train = spec.train
-    runtime = configure_runtime(train, spec.seed)
+    strategy, runtime = configure_runtime(train, spec.seed)
+    if train["batch_size"] % runtime["replicas"]:
+        raise TrainError(f"models.{spec.name}: batch_size {train['batch_size']} does not split evenly over "
+                         f"{runtime['replicas']} replicas of the {train['distribution']} distribution")
     images, labels = load_split(spec.dataset, "train")
     expected_width = label_width(spec.dataset.num_classes)
     if labels.shape[1] != expected_width:
         raise TrainError(f"{spec.dataset.processed_dir} has labels {labels.shape[1]} wide, but params.yaml declares "
                          f"{spec.dataset.num_classes} classes for '{spec.dataset.name}': re-run its preprocess stage")
     (train_images, train_labels), validation = validation_split(images, labels, train["validation_fraction"], spec.seed)
-    model = build_model(spec, images.shape[1:])
+    with strategy.scope():
+        model = build_model(spec, images.shape[1:])
     class_weight = balanced_class_weight(train_labels) if train["class_weight"] == "balanced" else None
-    log.info("%s: %s parameters; %d training and %d validation images of %s on %s", spec.name,
-             f"{model.count_params():,}", len(train_labels), len(validation[1]), spec.dataset.name, runtime["device"])
+    log.info("%s: %s parameters; %d training and %d validation images of %s on %s (%d replica%s)", spec.name,
+             f"{model.count_params():,}", len(train_labels), len(validation[1]), spec.dataset.name, runtime["device"],
+             runtime["replicas"], "" if runtime["replicas"] == 1 else "s")
 
     history, epochs_done, fit_seconds, best_epoch = {}, 0, 0.0, 0
     with Live(str(spec.live_dir), dvcyaml=False, save_dvc_exp=False) as live:
         for phase, epochs, learning_rate, unfreeze in training_phases(train):
             if unfreeze:
                 unfreeze_top_layers(model, unfreeze)
-            compile_model(model, train["optimizer"], learning_rate, spec.dataset.num_classes, runtime["jit_compile"])
+            with strategy.scope():
+                compile_model(model, train["optimizer"], learning_rate, spec.dataset.num_classes,
+                              runtime["jit_compile"])
             stopper = keras.callbacks.EarlyStopping(monitor=train["monitor"], restore_best_weights=True,
                                                     patience=train["early_stopping_patience"] or epochs)
             log.info("%s: phase %s: %d epochs at learning rate %g", spec.name, phase, epochs, learning_rate)

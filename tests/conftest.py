@@ -72,7 +72,7 @@ def write_params(project_dir, datasets, seed=7):
 TRAIN_DEFAULTS = {
     "optimizer": "adam", "learning_rate": 0.01, "batch_size": 8, "epochs": 3, "validation_fraction": 0.25,
     "monitor": "val_loss", "early_stopping_patience": None, "class_weight": None, "fine_tune": None,
-    "mixed_precision": "auto", "jit_compile": False,
+    "mixed_precision": "auto", "jit_compile": False, "distribution": "none",
 }
 
 

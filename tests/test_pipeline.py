@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 import yaml
@@ -150,3 +151,22 @@ def test_every_model_has_its_plots_in_dvc_yaml():
     for name in yaml.safe_load((REPO_ROOT / "params.yaml").read_text())["models"]:
         assert f"reports/train/{name}/plots/metrics" in entries, name
         assert f"confusion_{name}" in entries, name
+
+
+@pytest.mark.slow
+def test_a_second_repro_at_the_same_time_is_refused_and_harms_nothing(repo, tmp_path):
+    log_path = tmp_path / "first.log"
+    with open(log_path, "w") as log:
+        first = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=repo.root, env=repo.env,
+                                 stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 120
+        while "Running stage" not in log_path.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        second = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=repo.root, env=repo.env,
+                                capture_output=True, text=True, timeout=600)
+        assert first.wait(timeout=600) == 0, log_path.read_text()
+    assert second.returncode != 0
+    # DVC locks the files of the stage being run; the second run stops at the first one it needs.
+    message = second.stdout + second.stderr
+    assert "failed to reproduce" in message and "is busy, it is being blocked by" in message, message
+    assert "Data and pipelines are up to date" in repo.dvc("status")

@@ -1,11 +1,14 @@
 """The train stage on tiny generated data: outputs, best epoch, fine-tuning, determinism, bad params."""
 
 import json
+import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
 import pytest
-from conftest import save_params
+from conftest import REPO_ROOT, save_params
 
 from stages import train
 from stages.config import load_params, model_spec
@@ -137,3 +140,47 @@ def test_labels_that_do_not_fit_the_declared_classes(tiny_project):
     save_params(tiny_project, params)
 
     assert "labels 3 wide, but params.yaml declares 4 classes" in run_train("digits_cnn")
+
+
+TWO_CPU_DEVICES = """
+import sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from stages import train
+train.main(sys.argv[1:])
+"""
+
+
+def train_in_subprocess(project, name):
+    """Run the train stage with the CPU split into two logical devices, as a separate process."""
+    result = subprocess.run([sys.executable, "-c", TWO_CPU_DEVICES, name], cwd=project, capture_output=True,
+                            text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return read_report(project, name), model_weights(project, name)
+
+
+def test_mirrored_run_on_two_cpu_devices_matches_a_single_device_run(tiny_project):
+    single_report, single_weights = train_in_subprocess(tiny_project, "digits_cnn")
+    params = load_params()
+    params["train"]["distribution"] = "mirrored"
+    save_params(tiny_project, params)
+
+    mirrored_report, mirrored_weights = train_in_subprocess(tiny_project, "digits_cnn")
+
+    assert (single_report["replicas"], mirrored_report["replicas"]) == (1, 2)
+    assert mirrored_report["distribution"] == "mirrored"
+    # The same global batches, split in two and summed back: equal up to floating-point order.
+    for single, mirrored in zip(single_weights, mirrored_weights):
+        np.testing.assert_allclose(single, mirrored, atol=1e-4)
+    assert mirrored_report["best_val_loss"] == pytest.approx(single_report["best_val_loss"], abs=1e-3)
+
+
+def test_batch_that_does_not_split_over_the_replicas(tiny_project):
+    params = load_params()
+    params["train"].update(distribution="mirrored", batch_size=7)
+    save_params(tiny_project, params)
+    result = subprocess.run([sys.executable, "-c", TWO_CPU_DEVICES, "digits_cnn"], cwd=tiny_project,
+                            capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert result.returncode == 1
+    assert "batch_size 7 does not split evenly over 2 replicas of the mirrored distribution" in result.stderr
