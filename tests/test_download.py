@@ -154,22 +154,15 @@ def test_fingerprint_mismatch(project, class_folders):
     assert message.count("sha256:") == 2, "the message shows what was expected and what was found"
 
 
-def test_truncated_archive(project, class_folders, http_server):
+@pytest.mark.parametrize("name, make_archive, kind", [("data.zip", zip_folder, "zip"),
+                                                     ("data.tar.gz", tar_folder, "tar")])
+def test_truncated_archive(project, class_folders, http_server, name, make_archive, kind):
     served, base_url = http_server
-    archive = zip_folder(class_folders, served / "data.zip").read_bytes()
-    (served / "data.zip").write_bytes(archive[: len(archive) // 2])
-    write_params(project, {"tiny": dataset_block({"url": f"{base_url}/data.zip", "root": "top"}, CLASSES)})
+    archive = make_archive(class_folders, served / name).read_bytes()
+    (served / name).write_bytes(archive[: len(archive) // 2])
+    write_params(project, {"tiny": dataset_block({"url": f"{base_url}/{name}", "root": "top"}, CLASSES)})
 
-    assert_failed_cleanly(project, run_download(), "corrupt or truncated")
-
-
-def test_truncated_tar_archive(project, class_folders, http_server):
-    served, base_url = http_server
-    archive = tar_folder(class_folders, served / "data.tar.gz").read_bytes()
-    (served / "data.tar.gz").write_bytes(archive[: len(archive) // 2])
-    write_params(project, {"tiny": dataset_block({"url": f"{base_url}/data.tar.gz", "root": "top"}, CLASSES)})
-
-    assert_failed_cleanly(project, run_download(), "corrupt or truncated")
+    assert_failed_cleanly(project, run_download(), f"the {kind} archive is corrupt or truncated")
 
 
 def test_html_page_instead_of_data(project, http_server):
