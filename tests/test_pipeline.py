@@ -164,9 +164,13 @@ def test_a_second_repro_at_the_same_time_is_refused_and_harms_nothing(repo, tmp_
             time.sleep(0.2)
         second = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=repo.root, env=repo.env,
                                 capture_output=True, text=True, timeout=600)
-        assert first.wait(timeout=600) == 0, log_path.read_text()
-    assert second.returncode != 0
-    # DVC locks the files of the stage being run; the second run stops at the first one it needs.
-    message = second.stdout + second.stderr
-    assert "failed to reproduce" in message and "is busy, it is being blocked by" in message, message
+        first_status = first.wait(timeout=600)
+    # DVC locks the files of the stage being run, not the whole repository: whichever run reaches a
+    # stage the other holds stops there with DVC's message (normally the second, which starts later).
+    refused = [output for status, output in ((first_status, log_path.read_text()),
+                                             (second.returncode, second.stdout + second.stderr)) if status != 0]
+    assert refused, "one of the two runs should have been refused"
+    for output in refused:
+        assert "failed to reproduce" in output and "is busy, it is being blocked by" in output, output
+    repo.dvc("repro")  # finishes whatever the refused run left undone
     assert "Data and pipelines are up to date" in repo.dvc("status")
