@@ -7,12 +7,13 @@ Images go through the same decoding, RGB conversion, resizing and scaling as pre
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
+from stages.cli import exit_on
 from stages.config import ParamsError, load_params, model_spec
+from stages.evaluate import predict_classes
 from stages.images import UNREADABLE_IMAGE_ERRORS, load_image
 from stages.models import MissingModelError, load_trained_model
 
@@ -37,10 +38,7 @@ def load_images(paths, image_size):
 def predict(spec, paths):
     """[{image, predicted, probability, probabilities}] for each path."""
     images = load_images(paths, spec.dataset.image_size)
-    model = load_trained_model(spec)
-    outputs = model.predict(images, verbose=0)
-    if outputs.shape[1] == 1:
-        outputs = np.concatenate([1.0 - outputs, outputs], axis=1)
+    outputs, _ = predict_classes(load_trained_model(spec), images, spec.train["batch_size"])
     names = spec.dataset.class_names
     return [{"image": str(path), "predicted": names[int(row.argmax())], "probability": float(row.max()),
              "probabilities": {name: float(p) for name, p in zip(names, row)}}
@@ -54,10 +52,8 @@ def main(argv=None):
     parser.add_argument("--all", action="store_true", help="print the probability of every class")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
-    try:
+    with exit_on("predict", PredictError, ParamsError, MissingModelError):
         results = predict(model_spec(load_params(), args.model), args.images)
-    except (PredictError, ParamsError, MissingModelError) as error:
-        sys.exit(f"predict: error: {error}")
     if args.json:
         print(json.dumps(results, indent=2))
         return
