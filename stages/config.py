@@ -87,14 +87,7 @@ class DatasetSpec:
 
 def dataset_spec(params, name):
     """Check `datasets.<name>` in params and return it as a DatasetSpec."""
-    datasets = params.get("datasets") or {}
-    if name not in datasets:
-        known = ", ".join(sorted(datasets)) or "none"
-        raise ParamsError(f"unknown dataset '{name}': params.yaml defines {known}")
-    block = datasets[name]
-    where = f"datasets.{name}"
-    if not isinstance(block, dict):
-        raise ParamsError(f"{where}: expected a mapping of settings, got {block!r}")
+    block, where = _named_block(params, "datasets", name, "dataset")
     _reject_unknown_keys(block, DATASET_KEYS, where)
     for key in ("source", "classes", "test_fraction", "image_size", "fingerprint"):
         if key not in block:
@@ -152,6 +145,23 @@ def _check_classes(classes, what, where):
     return checked
 
 
+def _named_block(params, section, name, kind):
+    """(params[section][name], its dotted name); errors list what params.yaml does define."""
+    blocks = params.get(section) or {}
+    if name not in blocks:
+        raise ParamsError(f"unknown {kind} '{name}': params.yaml defines {', '.join(sorted(blocks)) or 'none'}")
+    where = f"{section}.{name}"
+    if not isinstance(blocks[name], dict):
+        raise ParamsError(f"{where}: expected a mapping of settings, got {blocks[name]!r}")
+    return blocks[name], where
+
+
+def _positive_number(value, where):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ParamsError(f"{where} must be a positive number, got {value!r}")
+    return value
+
+
 def _positive_int(value, where):
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ParamsError(f"{where} must be a positive integer, got {value!r}")
@@ -202,13 +212,7 @@ def model_spec(params, name):
     """Check `models.<name>` and the `train` defaults; return them merged as a ModelSpec."""
     from stages.models import BUILDER_MODULES  # the registry names only; no model code is imported
 
-    models = params.get("models") or {}
-    if name not in models:
-        raise ParamsError(f"unknown model '{name}': params.yaml defines {', '.join(sorted(models)) or 'none'}")
-    where = f"models.{name}"
-    block = models[name]
-    if not isinstance(block, dict):
-        raise ParamsError(f"{where}: expected a mapping of settings, got {block!r}")
+    block, where = _named_block(params, "models", name, "model")
     _reject_unknown_keys(block, MODEL_KEYS, where)
     for key in ("dataset", "builder"):
         if key not in block:
@@ -240,9 +244,7 @@ def _check_train(train, where):
     for key in ("epochs", "batch_size"):
         _positive_int(train.get(key), field(key))
     for key in ("learning_rate", "validation_fraction"):
-        value = train.get(key)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise ParamsError(f"{field(key)} must be a positive number, got {value!r}")
+        _positive_number(train.get(key), field(key))
     if train["validation_fraction"] >= 1:
         raise ParamsError(f"{field('validation_fraction')} must be below 1, got {train['validation_fraction']!r}")
     if train.get("optimizer") not in OPTIMIZERS:
@@ -266,7 +268,5 @@ def _check_train(train, where):
         _reject_unknown_keys(fine_tune, FINE_TUNE_KEYS, field("fine_tune"))
         for key in ("epochs", "layers"):
             _positive_int(fine_tune.get(key), f"{field('fine_tune')}.{key}")
-        rate = fine_tune.get("learning_rate")
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate <= 0:
-            raise ParamsError(f"{field('fine_tune')}.learning_rate must be a positive number, got {rate!r}")
+        _positive_number(fine_tune.get("learning_rate"), f"{field('fine_tune')}.learning_rate")
     return train
