@@ -12,6 +12,7 @@ RAW_DIR = Path("data/raw")
 PROCESSED_DIR = Path("data/processed")
 DATA_REPORTS_DIR = Path("reports/data")
 MODELS_DIR = Path("models")
+RESUME_DIR = MODELS_DIR / "resume"  # checkpoints of interrupted training runs (stages/resume.py)
 TRAIN_REPORTS_DIR = Path("reports/train")
 METRICS_DIR = Path("reports/metrics")
 EVAL_DIR = Path("reports/eval")
@@ -201,6 +202,11 @@ class ModelSpec:
     def eval_dir(self):
         """Per-image predictions and the misclassified-images picture."""
         return EVAL_DIR / self.name
+
+    @property
+    def resume_dir(self):
+        """The checkpoint an interrupted training run resumes from (not a DVC output)."""
+        return RESUME_DIR / self.name
 
     @property
     def live_dir(self):

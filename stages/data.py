@@ -19,17 +19,23 @@ def save_split(processed_dir, split, images, labels):
     np.save(directory / "labels.npy", labels)
 
 
-def read_split(processed_dir, split):
-    """(images, labels) as save_split wrote them."""
+def split_files(processed_dir, split):
+    """The files save_split writes for one split."""
     directory = processed_dir / split
-    return np.load(directory / "images.npy"), np.load(directory / "labels.npy")
+    return [directory / "images.npy", directory / "labels.npy"]
 
 
-def load_split(dataset, split):
+def read_split(processed_dir, split, mmap_mode=None):
+    """(images, labels) as save_split wrote them; mmap_mode="r" maps the files instead of reading them."""
+    images_path, labels_path = split_files(processed_dir, split)
+    return np.load(images_path, mmap_mode=mmap_mode), np.load(labels_path, mmap_mode=mmap_mode)
+
+
+def load_split(dataset, split, mmap_mode=None):
     """(images, labels) of a dataset's processed split, or a clear error if preprocess has not run."""
-    if not (dataset.processed_dir / split / "labels.npy").is_file():
+    if not all(path.is_file() for path in split_files(dataset.processed_dir, split)):
         raise MissingDataError(f"{dataset.processed_dir / split} is missing: run `dvc repro preprocess@{dataset.name}` first")
-    return read_split(dataset.processed_dir, split)
+    return read_split(dataset.processed_dir, split, mmap_mode)
 
 
 def class_indices(labels):

@@ -17,6 +17,7 @@ from stages.cli import exit_on, parse_stage_arguments
 from stages.config import ParamsError, load_params, model_spec
 from stages.data import MissingDataError, class_indices, load_split
 from stages.files import write_json
+from stages.inputs import ordered_batches
 from stages.metrics import classification_metrics
 from stages.models import MissingModelError, load_trained_model
 from stages.plots import image_grid
@@ -33,7 +34,7 @@ class EvaluateError(RuntimeError):
 
 def predict_classes(model, images, batch_size):
     """(probabilities (m, C) for every class, predicted class per image)."""
-    outputs = model.predict(images, batch_size=batch_size, verbose=0)
+    outputs = model.predict(ordered_batches((images,), batch_size), verbose=0)
     if outputs.shape[1] == 1:
         outputs = np.concatenate([1.0 - outputs, outputs], axis=1)
     return outputs, outputs.argmax(axis=1)
@@ -41,20 +42,21 @@ def predict_classes(model, images, batch_size):
 
 def measure_speed(model, images, batch_size):
     """Batch throughput and per-batch and single-image latency, after a warm-up call."""
-    model.predict(images[:batch_size], batch_size=batch_size, verbose=0)
+    batches = ordered_batches((images,), batch_size)
+    model.predict(batches.take(1), verbose=0)
     started = time.perf_counter()
-    model.predict(images, batch_size=batch_size, verbose=0)
+    model.predict(batches, verbose=0)
     batch_seconds = time.perf_counter() - started
-    single = images[:1]
+    single = np.asarray(images[:1])
     model.predict_on_batch(single)
     latencies = []
     for _ in range(LATENCY_REPEATS):
         started = time.perf_counter()
         model.predict_on_batch(single)
         latencies.append(time.perf_counter() - started)
-    batches = int(np.ceil(len(images) / batch_size))
+    batch_count = int(np.ceil(len(images) / batch_size))
     return {"images_per_second": round(len(images) / batch_seconds, 1),
-            "batch_latency_ms": round(1000 * batch_seconds / batches, 2),
+            "batch_latency_ms": round(1000 * batch_seconds / batch_count, 2),
             "single_image_latency_ms": round(1000 * float(np.median(latencies)), 2),
             "batch_size": batch_size}
 
@@ -62,12 +64,12 @@ def measure_speed(model, images, batch_size):
 def evaluate_model(spec):
     """Evaluate spec's model on the test split; write and return its metrics."""
     model = load_trained_model(spec)
-    images, labels = load_split(spec.dataset, "test")
+    images, labels = load_split(spec.dataset, "test", mmap_mode="r")
     if model.output_shape[-1] != labels.shape[1]:
         raise EvaluateError(f"{spec.model_path} outputs {model.output_shape[-1]} values per image but "
                             f"{spec.dataset.processed_dir} has labels {labels.shape[1]} wide: retrain the model")
     batch_size = spec.train["batch_size"]
-    loss = model.evaluate(images, labels, batch_size=batch_size, verbose=0, return_dict=True)["loss"]
+    loss = model.evaluate(ordered_batches((images, labels), batch_size), verbose=0, return_dict=True)["loss"]
     probabilities, predicted = predict_classes(model, images, batch_size)
     actual = class_indices(labels)
     names = spec.dataset.class_names

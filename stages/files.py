@@ -1,6 +1,7 @@
 """Writing outputs so that an interrupted stage never leaves a half-written one behind."""
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -13,10 +14,16 @@ HASH_CHUNK_BYTES = 1 << 20
 
 @contextlib.contextmanager
 def staged_path(final_path, directory=False):
-    """Yield a temporary sibling of final_path; move it into place only if the block succeeds."""
+    """Yield a temporary sibling of final_path; move it into place only if the block succeeds.
+
+    A process killed outright (SIGKILL, power loss) cannot clean up: its hidden `.<name>.partial-*`
+    sibling is never taken for the output, and the next writer of the same output deletes it.
+    """
     final_path = Path(final_path)
     final_path.parent.mkdir(parents=True, exist_ok=True)
     prefix = f".{final_path.name}.partial-"
+    for leftover in final_path.parent.glob(f"{glob.escape(prefix)}*"):
+        remove_path(leftover)
     if directory:
         temporary = Path(tempfile.mkdtemp(prefix=prefix, dir=final_path.parent))
     else:

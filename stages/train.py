@@ -2,23 +2,27 @@
 
 Carves a stratified validation split from the training set (never the test set), trains with the
 model's merged `train` settings, keeps the best epoch by the validation monitor, and optionally
-fine-tunes the top layers of a transfer model's backbone at a lower learning rate. Writes
-models/<model>.keras, reports/train/<model>.json and dvclive's per-epoch curves under
-reports/train/<model>/.
+fine-tunes the top layers of a transfer model's backbone at a lower learning rate. Data come
+through tf.data (stages/inputs.py). Writes models/<model>.keras, reports/train/<model>.json and
+dvclive's per-epoch curves under reports/train/<model>/. A run that is killed resumes from its last
+completed epoch when it is started again with the same settings, data and code (stages/resume.py).
 
     python -m stages.train <model>
 """
 
 import logging
+import sys
 import time
 
 import numpy as np
 
 from stages.cli import exit_on, parse_stage_arguments
 from stages.config import ParamsError, load_params, model_spec
-from stages.data import MissingDataError, class_indices, label_width, load_split
+from stages.data import MissingDataError, class_indices, label_width, load_split, split_files
 from stages.files import staged_path, write_json
-from stages.models import BACKBONE_LAYER, UnknownBuilderError, get_builder
+from stages.inputs import ordered_batches, steps_per_epoch, training_batches
+from stages.models import BACKBONE_LAYER, BUILDER_MODULES, UnknownBuilderError, get_builder
+from stages.resume import Checkpoint, EpochCheckpoint, ResumableEarlyStopping, TrainingState, run_fingerprint
 from stages.splits import stratified_holdout
 
 log = logging.getLogger("train")
@@ -73,14 +77,14 @@ def configure_runtime(train, seed):
     return strategy, runtime
 
 
-def validation_split(images, labels, fraction, seed):
-    """(train_images, train_labels), (val_images, val_labels): stratified, drawn with the seed."""
+def validation_split(labels, fraction, seed):
+    """(training indices, validation indices): a stratified holdout drawn with the seed."""
     held_out = stratified_holdout(class_indices(labels), fraction, np.random.default_rng(seed))
     keep = np.setdiff1d(np.arange(len(labels)), held_out)
     if len(held_out) == 0 or len(keep) == 0:
         raise TrainError(f"validation_fraction {fraction} of {len(labels)} training images leaves "
                          "an empty training or validation split")
-    return (images[keep], labels[keep]), (images[held_out], labels[held_out])
+    return keep, np.sort(held_out)
 
 
 def balanced_class_weight(labels):
@@ -133,9 +137,18 @@ def training_phases(train):
     return phases
 
 
+def training_fingerprint(spec):
+    """What a checkpoint must match to be resumed: the model's settings, its training data, the code."""
+    settings = {"model": spec.name, "dataset": spec.dataset.name, "classes": spec.dataset.class_names,
+                "builder": spec.builder, "network": spec.network, "train": spec.train, "seed": spec.seed}
+    code = [sys.modules[name].__file__ for name in ("stages.train", "stages.inputs", "stages.resume",
+                                                     "stages.models", "stages.models.heads",
+                                                     BUILDER_MODULES[spec.builder])]
+    return run_fingerprint(settings, [*split_files(spec.dataset.processed_dir, "train"), *code])
+
+
 def train_model(spec):
-    """Train spec's model, save it and its report; return the report."""
-    import keras
+    """Train spec's model (resuming an interrupted run of the same settings), save it and its report."""
     from dvclive import Live
     from dvclive.keras import DVCLiveCallback
 
@@ -144,40 +157,71 @@ def train_model(spec):
     if train["batch_size"] % runtime["replicas"]:
         raise TrainError(f"models.{spec.name}: batch_size {train['batch_size']} does not split evenly over "
                          f"{runtime['replicas']} replicas of the {train['distribution']} distribution")
-    images, labels = load_split(spec.dataset, "train")
+    images, labels = load_split(spec.dataset, "train", mmap_mode="r")
     expected_width = label_width(spec.dataset.num_classes)
     if labels.shape[1] != expected_width:
         raise TrainError(f"{spec.dataset.processed_dir} has labels {labels.shape[1]} wide, but params.yaml declares "
                          f"{spec.dataset.num_classes} classes for '{spec.dataset.name}': re-run its preprocess stage")
-    (train_images, train_labels), validation = validation_split(images, labels, train["validation_fraction"], spec.seed)
+    train_indices, validation_indices = validation_split(labels, train["validation_fraction"], spec.seed)
     with strategy.scope():
         model = build_model(spec, images.shape[1:])
-    class_weight = balanced_class_weight(train_labels) if train["class_weight"] == "balanced" else None
+    class_weight = balanced_class_weight(labels[train_indices]) if train["class_weight"] == "balanced" else None
+    batch_size = train["batch_size"]
+    validation = ordered_batches((images, labels), batch_size, validation_indices)
+    checkpoint = Checkpoint(spec.resume_dir, training_fingerprint(spec))
+    state = checkpoint.load() or TrainingState(checkpoint.fingerprint)
     log.info("%s: %s parameters; %d training and %d validation images of %s on %s (%d replica%s)", spec.name,
-             f"{model.count_params():,}", len(train_labels), len(validation[1]), spec.dataset.name, runtime["device"],
-             runtime["replicas"], "" if runtime["replicas"] == 1 else "s")
+             f"{model.count_params():,}", len(train_indices), len(validation_indices), spec.dataset.name,
+             runtime["device"], runtime["replicas"], "" if runtime["replicas"] == 1 else "s")
+    if state.epochs_done:
+        log.info("%s: resuming from %s after epoch %d (params, data and code unchanged)", spec.name,
+                 checkpoint.directory, state.epochs_done)
 
-    history, epochs_done, fit_seconds, best_epoch = {}, 0, 0.0, 0
+    resumed_after_epoch = state.epochs_done
+    fit_seconds, best_epoch = state.fit_seconds, state.stopper.get("best_epoch", 0)
     with Live(str(spec.live_dir), dvcyaml=False, save_dvc_exp=False) as live:
-        for phase, epochs, learning_rate, unfreeze in training_phases(train):
+        live_callback = DVCLiveCallback(live=live)
+        for epoch, logs in enumerate(state.epoch_logs):  # the curves of the epochs done before the interruption
+            live_callback.on_epoch_end(epoch, logs)
+        for phase_index, (phase, epochs, learning_rate, unfreeze) in enumerate(training_phases(train)):
             if unfreeze:
                 unfreeze_top_layers(model, unfreeze)
+            if phase_index < state.phase:
+                continue
             with strategy.scope():
                 compile_model(model, train["optimizer"], learning_rate, spec.dataset.num_classes,
                               runtime["jit_compile"])
-            stopper = keras.callbacks.EarlyStopping(monitor=train["monitor"], restore_best_weights=True,
-                                                    patience=train["early_stopping_patience"] or epochs)
-            log.info("%s: phase %s: %d epochs at learning rate %g", spec.name, phase, epochs, learning_rate)
+            resumed = phase_index == state.phase and state.epochs_done > state.phase_first_epoch
+            if resumed:
+                with strategy.scope():
+                    checkpoint.restore_into(model)
+                restored, restored_best_weights = state.stopper, checkpoint.best_weights()
+            else:
+                state.phase, state.phase_first_epoch, state.phase_finished = phase_index, state.epochs_done, False
+                restored, restored_best_weights = None, None
+            end_epoch = state.phase_first_epoch + epochs
+            stopper = ResumableEarlyStopping(restored, restored_best_weights, monitor=train["monitor"],
+                                             restore_best_weights=True,
+                                             patience=train["early_stopping_patience"] or epochs)
+            if resumed and state.phase_finished:
+                # Interrupted after this phase's last epoch: end the phase as its fit call would have.
+                if restored_best_weights is not None:
+                    model.set_weights(restored_best_weights)
+                best_epoch = state.stopper["best_epoch"]
+                continue
+            log.info("%s: phase %s: epochs %d to %d at learning rate %g", spec.name, phase,
+                     state.epochs_done + 1, end_epoch, learning_rate)
+            batches = training_batches(images, labels, train_indices, batch_size, spec.seed,
+                                       state.epochs_done, end_epoch)
+            saver = EpochCheckpoint(checkpoint, state, stopper, end_epoch, fit_seconds)
             started = time.perf_counter()
-            result = model.fit(train_images, train_labels, validation_data=validation, batch_size=train["batch_size"],
-                               epochs=epochs_done + epochs, initial_epoch=epochs_done, class_weight=class_weight,
-                               callbacks=[stopper, DVCLiveCallback(live=live)], verbose=2)
+            model.fit(batches, steps_per_epoch=steps_per_epoch(len(train_indices), batch_size),
+                      validation_data=validation, epochs=end_epoch, initial_epoch=state.epochs_done,
+                      class_weight=class_weight, shuffle=False, callbacks=[stopper, saver, live_callback], verbose=2)
             fit_seconds += time.perf_counter() - started
-            epochs_done += len(result.epoch)
             best_epoch = stopper.best_epoch
-            for key, values in result.history.items():
-                history.setdefault(key, []).extend(values)
 
+    history = {key: [logs[key] for logs in state.epoch_logs] for key in state.epoch_logs[-1]}
     with staged_path(spec.model_path) as temporary:
         model.save(temporary)
     report = {
@@ -185,15 +229,16 @@ def train_model(spec):
         "weights": str(spec.network.get("weights", "imagenet")) if spec.builder == "transfer" else "none",
         "parameter_count": int(model.count_params()),
         "trainable_parameter_count": int(sum(np.prod(weight.shape) for weight in model.trainable_weights)),
-        "train_images": int(len(train_labels)), "validation_images": int(len(validation[1])),
-        "epochs_run": epochs_done, "best_epoch": best_epoch + 1,
+        "train_images": int(len(train_indices)), "validation_images": int(len(validation_indices)),
+        "epochs_run": state.epochs_done, "resumed_after_epoch": resumed_after_epoch, "best_epoch": best_epoch + 1,
         "best_val_accuracy": float(history["val_accuracy"][best_epoch]),
         "best_val_loss": float(history["val_loss"][best_epoch]),
         "wall_time_seconds": round(fit_seconds, 2),
-        "images_per_second": round(len(train_labels) * epochs_done / fit_seconds, 1),
+        "images_per_second": round(len(train_indices) * state.epochs_done / fit_seconds, 1),
         **runtime, "seed": spec.seed,
     }
     write_json(spec.report_path, report)
+    checkpoint.discard()
     return report
 
 

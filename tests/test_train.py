@@ -50,7 +50,8 @@ def test_saved_model_is_the_best_epoch(tiny_project):
     report = read_report(tiny_project, "faces_cnn")
     spec = model_spec(load_params(), "faces_cnn")
     images, labels = read_split(tiny_project / "data/processed/faces", "train")
-    _, (val_images, val_labels) = train.validation_split(images, labels, spec.train["validation_fraction"], spec.seed)
+    _, held_out = train.validation_split(labels, spec.train["validation_fraction"], spec.seed)
+    val_images, val_labels = images[held_out], labels[held_out]
     model = keras.models.load_model(tiny_project / "models/faces_cnn.keras")
     _, accuracy = model.evaluate(val_images, val_labels, verbose=0)
     assert accuracy == pytest.approx(report["best_val_accuracy"])

@@ -1,0 +1,166 @@
+"""Resuming an interrupted training run from its last completed epoch.
+
+After every epoch the train stage writes a checkpoint folder, models/resume/<model>/, atomically:
+the model's weights with the optimizer's state, the random-generator states of layers such as
+dropout (Keras's weights file leaves them out), the early stopper's best weights, and a JSON record
+of where training stands and of every epoch's logs. The record carries a fingerprint of what the run
+depends on (the model's params, the seed, the training data, the code that builds and trains it,
+the library versions): a checkpoint with another fingerprint is deleted and training starts fresh.
+A finished run deletes its checkpoint.
+"""
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from stages.files import file_sha256, remove_path, staged_path
+
+log = logging.getLogger("resume")
+
+STATE_FILE = "state.json"
+WEIGHTS_FILE = "model.weights.h5"
+GENERATORS_FILE = "generator_states.npz"
+BEST_WEIGHTS_FILE = "best_weights.npz"
+
+
+@dataclass
+class TrainingState:
+    """Where an interrupted run stands: `phase` is the fit call it was in, `epochs_done` the epochs finished."""
+
+    fingerprint: str
+    phase: int = 0
+    phase_first_epoch: int = 0
+    phase_finished: bool = False
+    epochs_done: int = 0
+    fit_seconds: float = 0.0
+    epoch_logs: list = field(default_factory=list)
+    stopper: dict = field(default_factory=dict)
+
+
+def run_fingerprint(settings, files):
+    """sha256 over the JSON of `settings` and the contents of `files`."""
+    import tensorflow as tf
+
+    digest = hashlib.sha256()
+    digest.update(json.dumps({**settings, "keras": keras.__version__, "tensorflow": tf.__version__},
+                             sort_keys=True, default=str).encode())
+    for path in sorted(str(path) for path in files):
+        digest.update(f"{path}\t{file_sha256(path)}\n".encode())
+    return f"sha256:{digest.hexdigest()}"
+
+
+def generator_variables(model):
+    """The model's variables that are not weights: the states of its layers' random generators."""
+    weight_ids = {id(weight) for weight in model.weights}
+    return [variable for variable in model.variables if id(variable) not in weight_ids]
+
+
+def save_arrays(path, arrays):
+    np.savez(path, *arrays)
+
+
+def load_arrays(path):
+    with np.load(path) as archive:
+        return [archive[f"arr_{index}"] for index in range(len(archive.files))]
+
+
+class Checkpoint:
+    """The checkpoint folder of one model's training run."""
+
+    def __init__(self, directory, fingerprint):
+        self.directory = Path(directory)
+        self.fingerprint = fingerprint
+
+    def load(self):
+        """The saved TrainingState if it belongs to this run; a stale or unreadable one is deleted."""
+        state_path = self.directory / STATE_FILE
+        if not state_path.is_file():
+            return None
+        try:
+            state = TrainingState(**json.loads(state_path.read_text(encoding="utf-8")))
+        except (ValueError, TypeError) as error:
+            log.warning("%s is unreadable (%s): starting fresh", state_path, error)
+            self.discard()
+            return None
+        if state.fingerprint != self.fingerprint:
+            log.info("%s comes from other params, data or code: starting fresh", self.directory)
+            self.discard()
+            return None
+        return state
+
+    def save(self, state, model, best_weights):
+        """Write the whole folder under a temporary name, then move it into place."""
+        with staged_path(self.directory, directory=True) as temporary:
+            model.save_weights(temporary / WEIGHTS_FILE)
+            save_arrays(temporary / GENERATORS_FILE, [variable.numpy() for variable in generator_variables(model)])
+            if best_weights is not None:
+                save_arrays(temporary / BEST_WEIGHTS_FILE, best_weights)
+            (temporary / STATE_FILE).write_text(json.dumps(asdict(state)), encoding="utf-8")
+
+    def restore_into(self, model):
+        """Load weights, optimizer state and generator states into a compiled model of the same shape."""
+        if model.optimizer is not None and not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        model.load_weights(self.directory / WEIGHTS_FILE)
+        for variable, value in zip(generator_variables(model), load_arrays(self.directory / GENERATORS_FILE),
+                                   strict=True):
+            variable.assign(value)
+
+    def best_weights(self):
+        path = self.directory / BEST_WEIGHTS_FILE
+        return load_arrays(path) if path.is_file() else None
+
+    def discard(self):
+        remove_path(self.directory)
+
+
+def _float_or_none(value):
+    return None if value is None else float(value)
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """Keras's EarlyStopping whose progress (best value, its epoch and weights, epochs waited) can be
+    saved and carried into the fit call of a resumed run."""
+
+    def __init__(self, restored=None, restored_best_weights=None, **kwargs):
+        super().__init__(**kwargs)
+        self.restored = restored or {}
+        self.restored_best_weights = restored_best_weights
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self.restored:
+            self.best = self.restored["best"]
+            self.best_epoch = self.restored["best_epoch"]
+            self.wait = self.restored["wait"]
+            self.best_weights = self.restored_best_weights
+
+    def progress(self):
+        return {"best": _float_or_none(self.best), "best_epoch": int(self.best_epoch), "wait": int(self.wait)}
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Saves a Checkpoint at the end of every epoch; goes after the early stopper in the callback list."""
+
+    def __init__(self, checkpoint, state, stopper, end_epoch, seconds_before):
+        super().__init__()
+        self.checkpoint, self.state, self.stopper = checkpoint, state, stopper
+        self.end_epoch, self.seconds_before = end_epoch, seconds_before
+
+    def on_train_begin(self, logs=None):
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        state = self.state
+        state.epoch_logs.append({key: float(value) for key, value in (logs or {}).items()})
+        state.epochs_done = epoch + 1
+        state.phase_finished = bool(epoch + 1 >= self.end_epoch or self.model.stop_training)
+        state.stopper = self.stopper.progress()
+        state.fit_seconds = self.seconds_before + time.perf_counter() - self.started
+        self.checkpoint.save(state, self.model, self.stopper.best_weights)

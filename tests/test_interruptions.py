@@ -1,0 +1,217 @@
+"""Killed stages: training resumes where it stopped, and nothing half-written passes for an output."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from conftest import REPO_ROOT, save_params
+
+from stages import evaluate, train
+from stages.config import load_params, model_spec
+from stages.files import staged_path
+from stages.resume import run_fingerprint
+
+# Runs the train stage and SIGKILLs it after the first batch of the epoch that follows
+# `after` completed epochs: mid-epoch, with no chance to clean up.
+KILLED_MID_EPOCH = """
+import os, signal, sys
+from stages import resume, train
+after = int(sys.argv[2])
+def kill_mid_epoch(self, batch, logs=None):
+    if self.state.epochs_done == after and batch == 0:
+        os.kill(os.getpid(), signal.SIGKILL)
+resume.EpochCheckpoint.on_train_batch_end = kill_mid_epoch
+train.main(sys.argv[1:2])
+"""
+
+
+def run_python(code, *args, cwd):
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+
+
+def train_killed_after(project, name, epochs):
+    result = run_python(KILLED_MID_EPOCH, name, str(epochs), cwd=project)
+    assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
+
+
+def run_train(name):
+    try:
+        train.main([name])
+    except SystemExit as error:
+        return str(error)
+    return None
+
+
+def outputs_of(project, name):
+    """(weights, report, curve values) of a finished training run."""
+    weights = [w.numpy() for w in keras.models.load_model(project / "models" / f"{name}.keras").weights]
+    report = json.loads((project / "reports/train" / f"{name}.json").read_text())
+    curves_dir = project / "reports/train" / name / "plots/metrics"
+    curves = {path.relative_to(curves_dir).as_posix(): path.read_text() for path in curves_dir.rglob("*.tsv")}
+    assert curves
+    return weights, report, curves
+
+
+def remove_outputs(project, name):
+    """What DVC does before it re-runs a stage: delete the stage's outputs."""
+    (project / "models" / f"{name}.keras").unlink()
+    (project / "reports/train" / f"{name}.json").unlink()
+
+
+def use_transfer_with_dropout_and_augmentation(project):
+    params = load_params()
+    params["models"]["digits_transfer"]["network"].update(dropout=0.3, augmentation={"flip": "horizontal"})
+    params["models"]["digits_transfer"]["train"] = {"epochs": 2, "fine_tune": {"epochs": 2, "layers": 5,
+                                                                               "learning_rate": 0.001}}
+    save_params(project, params)
+
+
+@pytest.mark.parametrize("name, killed_after", [
+    ("digits_cnn", 2),        # mid-run
+    ("digits_transfer", 1),   # in the first phase
+    ("digits_transfer", 2),   # after the first phase's last epoch, before fine-tuning saved anything
+    ("digits_transfer", 3),   # in the fine-tuning phase
+])
+def test_killed_run_resumes_and_ends_like_an_uninterrupted_one(tiny_project, name, killed_after, caplog):
+    use_transfer_with_dropout_and_augmentation(tiny_project)
+    assert run_train(name) is None
+    uninterrupted_weights, uninterrupted_report, uninterrupted_curves = outputs_of(tiny_project, name)
+    remove_outputs(tiny_project, name)
+
+    train_killed_after(tiny_project, name, killed_after)
+    assert not (tiny_project / "models" / f"{name}.keras").exists()
+    assert not (tiny_project / "reports/train" / f"{name}.json").exists()
+    state = json.loads((tiny_project / "models/resume" / name / "state.json").read_text())
+    assert state["epochs_done"] == killed_after
+
+    caplog.set_level("INFO")
+    assert run_train(name) is None
+
+    assert f"resuming from models/resume/{name} after epoch {killed_after}" in caplog.text
+    weights, report, curves = outputs_of(tiny_project, name)
+    for resumed, expected in zip(weights, uninterrupted_weights, strict=True):
+        np.testing.assert_array_equal(resumed, expected)
+    assert report["resumed_after_epoch"] == killed_after and uninterrupted_report["resumed_after_epoch"] == 0
+    for key in ("epochs_run", "best_epoch", "best_val_loss", "best_val_accuracy"):
+        assert report[key] == uninterrupted_report[key], key
+    assert curves == uninterrupted_curves
+    assert not (tiny_project / "models/resume" / name).exists(), "a finished run deletes its checkpoint"
+
+
+def test_changed_params_start_fresh(tiny_project, caplog):
+    train_killed_after(tiny_project, "digits_cnn", 2)
+    params = load_params()
+    params["models"]["digits_cnn"]["train"]["learning_rate"] = 0.003
+    save_params(tiny_project, params)
+
+    caplog.set_level("INFO")
+    assert run_train("digits_cnn") is None
+
+    assert "comes from other params, data or code: starting fresh" in caplog.text
+    assert "resuming" not in caplog.text
+    report = json.loads((tiny_project / "reports/train/digits_cnn.json").read_text())
+    assert report["resumed_after_epoch"] == 0 and report["epochs_run"] == 4
+
+
+def test_changed_data_start_fresh(tiny_project, caplog):
+    train_killed_after(tiny_project, "digits_cnn", 1)
+    labels_path = tiny_project / "data/processed/digits/train/labels.npy"
+    labels = np.load(labels_path)
+    np.save(labels_path, labels[::-1].copy())
+
+    caplog.set_level("INFO")
+    assert run_train("digits_cnn") is None
+
+    assert "starting fresh" in caplog.text
+    assert json.loads((tiny_project / "reports/train/digits_cnn.json").read_text())["resumed_after_epoch"] == 0
+
+
+def test_fingerprint_covers_settings_and_file_contents(tmp_path):
+    data = tmp_path / "images.npy"
+    data.write_bytes(b"one")
+    first = run_fingerprint({"learning_rate": 0.1}, [data])
+    assert run_fingerprint({"learning_rate": 0.1}, [data]) == first
+    assert run_fingerprint({"learning_rate": 0.2}, [data]) != first
+    data.write_bytes(b"two")
+    assert run_fingerprint({"learning_rate": 0.1}, [data]) != first
+
+
+def test_unreadable_checkpoint_starts_fresh(tiny_project, caplog):
+    train_killed_after(tiny_project, "digits_cnn", 1)
+    (tiny_project / "models/resume/digits_cnn/state.json").write_text("{not json")
+
+    caplog.set_level("INFO")
+    assert run_train("digits_cnn") is None
+
+    assert "is unreadable" in caplog.text and "starting fresh" in caplog.text
+
+
+KILLED_WHILE_SAVING = """
+import os, signal, sys
+from stages import files, train
+real_staged_path = files.staged_path
+class KillInside:
+    def __init__(self, path, directory=False):
+        self.inner = real_staged_path(path, directory)
+    def __enter__(self):
+        self.temporary = self.inner.__enter__()
+        return self.temporary
+    def __exit__(self, *exc):
+        if self.temporary.suffix == ".keras":  # the model is written in full, not yet moved into place
+            os.kill(os.getpid(), signal.SIGKILL)
+        return self.inner.__exit__(*exc)
+train.staged_path = KillInside
+train.main(sys.argv[1:])
+"""
+
+
+def test_stage_killed_while_writing_its_model_leaves_nothing_that_passes_for_it(tiny_project):
+    result = run_python(KILLED_WHILE_SAVING, "digits_cnn", cwd=tiny_project)
+    assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
+
+    assert not (tiny_project / "models/digits_cnn.keras").exists()
+    leftovers = [path.name for path in (tiny_project / "models").iterdir() if path.is_file()]
+    assert len(leftovers) == 1 and leftovers[0].startswith(".digits_cnn.keras.partial-")
+    assert not (tiny_project / "reports/train/digits_cnn.json").exists()
+    with pytest.raises(SystemExit, match=r"models/digits_cnn.keras is missing: run `dvc repro train@digits_cnn`"):
+        evaluate.main(["digits_cnn"])
+
+    assert run_train("digits_cnn") is None  # the next run resumes, finishes and clears the leftover
+    assert [path.name for path in (tiny_project / "models").iterdir() if path.is_file()] == ["digits_cnn.keras"]
+    assert model_spec(load_params(), "digits_cnn").report_path.is_file()
+
+
+STAGED_WRITE_THEN_KILL = """
+import os, signal, sys
+from pathlib import Path
+from stages.files import staged_path
+with staged_path(Path(sys.argv[1]), directory=sys.argv[2] == "dir") as temporary:
+    if sys.argv[2] == "dir":
+        (temporary / "images.npy").write_bytes(b"half")
+    else:
+        temporary.write_bytes(b"half")
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.parametrize("kind", ["file", "dir"])
+def test_a_write_killed_midway_never_replaces_the_output(tmp_path, kind):
+    target = tmp_path / "out" / ("split" if kind == "dir" else "report.json")
+    with staged_path(target, directory=kind == "dir") as temporary:
+        (temporary / "images.npy").write_bytes(b"whole") if kind == "dir" else temporary.write_bytes(b"whole")
+
+    result = run_python(STAGED_WRITE_THEN_KILL, str(target), kind, cwd=tmp_path)
+
+    assert result.returncode == -signal.SIGKILL
+    complete = target / "images.npy" if kind == "dir" else target
+    assert complete.read_bytes() == b"whole", "the previous complete output is untouched"
+    assert len(list(target.parent.iterdir())) == 2, "plus one hidden partial"
+    with staged_path(target, directory=kind == "dir") as temporary:
+        pass
+    assert [path.name for path in target.parent.iterdir()] == [target.name], "the next write clears the partial"
