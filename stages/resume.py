@@ -1,8 +1,8 @@
 """Resuming an interrupted training run from its last completed epoch.
 
 After every epoch the train stage writes a checkpoint folder, models/resume/<model>/, atomically:
-the model's weights with the optimizer's state, the random-generator states of layers such as
-dropout (Keras's weights file leaves them out), the early stopper's best weights, and a JSON record
+the model's weights, the random-generator states of layers such as dropout (Keras's weights files
+leave them out), the optimizer's state, the early stopper's best weights, and a JSON record
 of where training stands and of every epoch's logs. The record carries a fingerprint of what the run
 depends on (the model's params, the seed, the training data, the code that builds and trains it,
 the library versions): a checkpoint with another fingerprint is deleted and training starts fresh.
@@ -12,6 +12,7 @@ A finished run deletes its checkpoint.
 import hashlib
 import json
 import logging
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,8 +25,7 @@ from stages.files import file_sha256, remove_path, staged_path
 log = logging.getLogger("resume")
 
 STATE_FILE = "state.json"
-WEIGHTS_FILE = "model.weights.h5"
-GENERATORS_FILE = "generator_states.npz"
+VARIABLES_FILE = "variables.npz"
 BEST_WEIGHTS_FILE = "best_weights.npz"
 
 
@@ -39,6 +39,7 @@ class TrainingState:
     phase_finished: bool = False
     epochs_done: int = 0
     fit_seconds: float = 0.0
+    epoch_seconds: list = field(default_factory=list)
     epoch_logs: list = field(default_factory=list)
     stopper: dict = field(default_factory=dict)
 
@@ -61,6 +62,11 @@ def generator_variables(model):
     return [variable for variable in model.variables if id(variable) not in weight_ids]
 
 
+def training_variables(model):
+    """Everything training changes, in a fixed order: weights, random-generator states, optimizer state."""
+    return [*model.weights, *generator_variables(model), *model.optimizer.variables]
+
+
 def save_arrays(path, arrays):
     np.savez(path, *arrays)
 
@@ -71,11 +77,18 @@ def load_arrays(path):
 
 
 class Checkpoint:
-    """The checkpoint folder of one model's training run."""
+    """The checkpoint folder of one model's training run.
+
+    save() copies the values in the calling thread and writes them in a background thread, so
+    training goes on while the files are written; one write is in flight at most. A run killed
+    during a write resumes from the checkpoint before it.
+    """
 
     def __init__(self, directory, fingerprint):
         self.directory = Path(directory)
         self.fingerprint = fingerprint
+        self.writer = None
+        self.write_error = None
 
     def load(self):
         """The saved TrainingState if it belongs to this run; a stale or unreadable one is deleted."""
@@ -95,20 +108,38 @@ class Checkpoint:
         return state
 
     def save(self, state, model, best_weights):
-        """Write the whole folder under a temporary name, then move it into place."""
-        with staged_path(self.directory, directory=True) as temporary:
-            model.save_weights(temporary / WEIGHTS_FILE)
-            save_arrays(temporary / GENERATORS_FILE, [variable.numpy() for variable in generator_variables(model)])
-            if best_weights is not None:
-                save_arrays(temporary / BEST_WEIGHTS_FILE, best_weights)
-            (temporary / STATE_FILE).write_text(json.dumps(asdict(state)), encoding="utf-8")
+        """Snapshot the state, the model's training variables and the best weights; write them in the background."""
+        self.wait()
+        values = [np.array(variable) for variable in training_variables(model)]
+        best = None if best_weights is None else list(best_weights)  # the stopper replaces, never mutates, it
+        record = json.dumps(asdict(state))
+        self.writer = threading.Thread(target=self._write, args=(record, values, best), daemon=True)
+        self.writer.start()
+
+    def _write(self, record, values, best):
+        try:
+            with staged_path(self.directory, directory=True) as temporary:
+                save_arrays(temporary / VARIABLES_FILE, values)
+                if best is not None:
+                    save_arrays(temporary / BEST_WEIGHTS_FILE, best)
+                (temporary / STATE_FILE).write_text(record, encoding="utf-8")
+        except OSError as error:  # re-raised in the training thread by wait()
+            self.write_error = error
+
+    def wait(self):
+        """Block until the write in flight, if any, is on disk."""
+        if self.writer is not None:
+            self.writer.join()
+            self.writer = None
+        if self.write_error is not None:
+            error, self.write_error = self.write_error, None
+            raise error
 
     def restore_into(self, model):
-        """Load weights, optimizer state and generator states into a compiled model of the same shape."""
+        """Load weights, generator and optimizer states into a compiled model of the same shape."""
         if model.optimizer is not None and not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
-        model.load_weights(self.directory / WEIGHTS_FILE)
-        for variable, value in zip(generator_variables(model), load_arrays(self.directory / GENERATORS_FILE),
+        for variable, value in zip(training_variables(model), load_arrays(self.directory / VARIABLES_FILE),
                                    strict=True):
             variable.assign(value)
 
@@ -117,6 +148,7 @@ class Checkpoint:
         return load_arrays(path) if path.is_file() else None
 
     def discard(self):
+        self.wait()
         remove_path(self.directory)
 
 
@@ -154,10 +186,14 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.end_epoch, self.seconds_before = end_epoch, seconds_before
 
     def on_train_begin(self, logs=None):
-        self.started = time.perf_counter()
+        self.started = self.last_epoch_end = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         state = self.state
+        # Each epoch's time runs from the previous epoch's end, so it includes the previous checkpoint.
+        now = time.perf_counter()
+        state.epoch_seconds.append(round(now - self.last_epoch_end, 4))
+        self.last_epoch_end = now
         state.epoch_logs.append({key: float(value) for key, value in (logs or {}).items()})
         state.epochs_done = epoch + 1
         state.phase_finished = bool(epoch + 1 >= self.end_epoch or self.model.stop_training)

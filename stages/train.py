@@ -141,9 +141,9 @@ def training_fingerprint(spec):
     """What a checkpoint must match to be resumed: the model's settings, its training data, the code."""
     settings = {"model": spec.name, "dataset": spec.dataset.name, "classes": spec.dataset.class_names,
                 "builder": spec.builder, "network": spec.network, "train": spec.train, "seed": spec.seed}
-    code = [sys.modules[name].__file__ for name in ("stages.train", "stages.inputs", "stages.resume",
-                                                     "stages.models", "stages.models.heads",
-                                                     BUILDER_MODULES[spec.builder])]
+    # This module is __main__ under `python -m stages.train`: its own file is __file__.
+    code = [__file__, *(sys.modules[name].__file__ for name in ("stages.inputs", "stages.resume", "stages.models",
+                                                                 "stages.models.heads", BUILDER_MODULES[spec.builder]))]
     return run_fingerprint(settings, [*split_files(spec.dataset.processed_dir, "train"), *code])
 
 
@@ -234,6 +234,7 @@ def train_model(spec):
         "best_val_accuracy": float(history["val_accuracy"][best_epoch]),
         "best_val_loss": float(history["val_loss"][best_epoch]),
         "wall_time_seconds": round(fit_seconds, 2),
+        "epoch_seconds": state.epoch_seconds,
         "images_per_second": round(len(train_indices) * state.epochs_done / fit_seconds, 1),
         **runtime, "seed": spec.seed,
     }

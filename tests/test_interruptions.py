@@ -17,13 +17,15 @@ from stages.files import staged_path
 from stages.resume import run_fingerprint
 
 # Runs the train stage and SIGKILLs it after the first batch of the epoch that follows
-# `after` completed epochs: mid-epoch, with no chance to clean up.
+# `after` completed epochs (once that epoch's checkpoint is on disk): mid-epoch, with no
+# chance to clean up.
 KILLED_MID_EPOCH = """
 import os, signal, sys
 from stages import resume, train
 after = int(sys.argv[2])
 def kill_mid_epoch(self, batch, logs=None):
     if self.state.epochs_done == after and batch == 0:
+        self.checkpoint.wait()
         os.kill(os.getpid(), signal.SIGKILL)
 resume.EpochCheckpoint.on_train_batch_end = kill_mid_epoch
 train.main(sys.argv[1:2])

@@ -1,0 +1,65 @@
+"""The benchmark command on tiny data: what it measures and writes (not how fast anything is)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO_ROOT
+
+from stages import benchmark
+from stages.config import load_params, model_spec
+
+
+def run_module(module, *args, cwd, env=None):
+    result = subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True,
+                            timeout=900, env={**os.environ, "PYTHONPATH": str(REPO_ROOT), **(env or {})})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_speed_part_compares_our_stage_with_plain_keras(tiny_project):
+    run_module("stages.benchmark", "--models", "digits_cnn", "--epochs", "2", "--variant-models", "digits_cnn",
+               "--variant-epochs", "2", "--skip-pipeline", "--output", "out/bench", cwd=tiny_project)
+
+    results = json.loads((tiny_project / "out/bench.json").read_text())
+    entry = results["speed"]["digits_cnn"]
+    assert len(entry["ours"]["epoch_seconds"]) == len(entry["keras"]["epoch_seconds"]) == 2
+    assert entry["ratio"] == round(entry["ours"]["images_per_second"] / entry["keras"]["images_per_second"], 3)
+    assert set(entry["variants"]) == {"xla", "mixed_precision"}
+    assert entry["variants"]["xla"]["jit_compile"] is True and entry["ours"]["jit_compile"] is False
+    assert entry["variants"]["mixed_precision"]["mixed_precision"] is True
+    assert entry["ours"]["peak_rss_mib"] > 0 and results["tensorflow_import_rss_mib"] > 0
+    assert results["machine"]["cores"] >= 1 and results["peak"]["measured_matmul_flops"] > 0
+    report = (tiny_project / "out/bench.md").read_text()
+    assert f"| digits_cnn | 8 | {entry['ours']['images_per_second']:.0f} |" in report
+    assert "## XLA and mixed precision" in report
+    assert not (tiny_project / "models").exists(), "the runs happen in scratch folders, not in the project"
+
+
+def test_unknown_model_fails_before_anything_runs(tiny_project):
+    result = subprocess.run([sys.executable, "-m", "stages.benchmark", "--models", "gpt", "--skip-pipeline"],
+                            cwd=tiny_project, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert result.returncode == 1 and "unknown model 'gpt'" in result.stderr
+
+
+def test_stages_log_their_peak_memory_when_asked(tiny_project):
+    usage_log = tiny_project / "usage.jsonl"
+    run_module("stages.train", "digits_cnn", cwd=tiny_project, env={"STAGE_USAGE_LOG": str(usage_log)})
+    run_module("stages.evaluate", "digits_cnn", cwd=tiny_project, env={"STAGE_USAGE_LOG": str(usage_log)})
+
+    records = [json.loads(line) for line in usage_log.read_text().splitlines()]
+    assert [record["stage"] for record in records] == ["train@digits_cnn", "evaluate@digits_cnn"]
+    for record in records:
+        assert record["peak_rss_mib"] > 100, "TensorFlow alone takes more than that"
+        assert record["wall_seconds"] > 0
+
+
+def test_forward_flops_grow_with_the_image_area(tiny_project):
+    spec = model_spec(load_params(), "digits_cnn")
+    small = benchmark.forward_flops_per_image(spec, (16, 16, 3))
+    large = benchmark.forward_flops_per_image(spec, (32, 32, 3))
+    assert small > 0
+    assert large / small == pytest.approx(4, rel=0.15), "convolutions dominate: 4x the pixels, ~4x the FLOPs"
