@@ -329,7 +329,7 @@ def markdown(results):
         "## Training speed: our train stage against plain Keras", "",
         f"Each model trained for {results['epochs']} epochs (first phase only, no early stopping) on its real "
         "processed training split, twice in fresh processes: by our train stage (tf.data batches gathered from "
-        "the memory-mapped split, per-epoch checkpoint for resuming, dvclive curves) and by plain Keras "
+        "the split in memory, per-epoch checkpoint for resuming, dvclive curves) and by plain Keras "
         "(`model.fit` on the same NumPy arrays, same builder, compile settings, batch size, validation split "
         "and epochs). *Whole run* counts every epoch including the first (graph tracing); *steady* uses the "
         "median of the later epochs. Ratio = ours / Keras: above 1 means our stage is faster.", "",
