@@ -88,6 +88,17 @@ def write_processed(project, name, num_classes, per_class=8, size=16, seed=0):
         save_split(directory, split, images, encode_labels(class_ids, num_classes))
 
 
+def run_train(name):
+    """Run the train stage in this process; its error message, or None when it succeeded."""
+    from stages import train
+
+    try:
+        train.main([name])
+    except SystemExit as error:
+        return str(error)
+    return None
+
+
 def save_params(project, params):
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 

@@ -9,9 +9,9 @@ import sys
 import keras
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, save_params
+from conftest import REPO_ROOT, run_train, save_params
 
-from stages import evaluate, train
+from stages import evaluate
 from stages.config import load_params, model_spec
 from stages.files import staged_path
 from stages.resume import run_fingerprint
@@ -40,14 +40,6 @@ def run_python(code, *args, cwd):
 def train_killed_after(project, name, epochs):
     result = run_python(KILLED_MID_EPOCH, name, str(epochs), cwd=project)
     assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
-
-
-def run_train(name):
-    try:
-        train.main([name])
-    except SystemExit as error:
-        return str(error)
-    return None
 
 
 def outputs_of(project, name):

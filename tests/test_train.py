@@ -8,19 +8,11 @@ import sys
 import keras
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, save_params
+from conftest import REPO_ROOT, run_train, save_params
 
 from stages import train
 from stages.config import load_params, model_spec
 from stages.data import encode_labels, read_split
-
-
-def run_train(name):
-    try:
-        train.main([name])
-    except SystemExit as error:
-        return str(error)
-    return None
 
 
 def read_report(project, name):
