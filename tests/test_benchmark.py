@@ -30,10 +30,12 @@ def test_speed_part_compares_our_stage_with_plain_keras(tiny_project):
     assert set(entry["variants"]) == {"xla", "mixed_precision"}
     assert entry["variants"]["xla"]["jit_compile"] is True and entry["ours"]["jit_compile"] is False
     assert entry["variants"]["mixed_precision"]["mixed_precision"] is True
-    assert entry["ours"]["peak_rss_mib"] > 0 and results["tensorflow_import_rss_mib"] > 0
+    assert 0 < entry["ours"]["training_peak_rss_mib"] <= entry["ours"]["peak_rss_mib"]
+    assert results["tensorflow_import_rss_mib"] > 0
     assert results["machine"]["cores"] >= 1 and results["peak"]["measured_matmul_flops"] > 0
     report = (tiny_project / "out/bench.md").read_text()
     assert f"| digits_cnn | 8 | {entry['ours']['images_per_second']:.0f} |" in report
+    assert f"| {entry['ours']['training_peak_rss_mib']:.0f} / {entry['ours']['peak_rss_mib']:.0f} |" in report
     assert "## XLA and mixed precision" in report
     assert not (tiny_project / "models").exists(), "the runs happen in scratch folders, not in the project"
 

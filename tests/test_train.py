@@ -28,6 +28,7 @@ def test_train_writes_model_report_and_curves(tiny_project):
     assert report["parameter_count"] == keras.models.load_model(tiny_project / "models/digits_cnn.keras").count_params()
     assert report["device"] == "CPU" and report["mixed_precision"] is False
     assert report["images_per_second"] > 0 and report["wall_time_seconds"] > 0
+    assert report["training_peak_memory_mib"] > 100, "TensorFlow alone takes more than that"
     for curve in ("train/loss", "eval/loss", "train/accuracy", "eval/accuracy"):
         lines = (tiny_project / "reports/train/digits_cnn/plots/metrics" / f"{curve}.tsv").read_text().splitlines()
         assert len(lines) == 1 + 4, curve  # a header and one row per epoch
@@ -177,3 +178,25 @@ def test_batch_that_does_not_split_over_the_replicas(tiny_project):
                             capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
     assert result.returncode == 1
     assert "batch_size 7 does not split evenly over 2 replicas of the mirrored distribution" in result.stderr
+
+
+def train_process(project, name):
+    """Run the train stage as `dvc repro` does, in a fresh process (TensorFlow's global settings included)."""
+    result = subprocess.run([sys.executable, "-m", "stages.train", name], cwd=project, capture_output=True,
+                            text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return read_report(project, name), model_weights(project, name)
+
+
+def test_jit_compile_trains_with_xla_and_repeats_on_the_cpu(tiny_project):
+    """Keras drops XLA without a word while op determinism is on; the report says what really ran."""
+    params = load_params()
+    params["train"]["jit_compile"] = True
+    save_params(tiny_project, params)
+
+    first_report, first_weights = train_process(tiny_project, "digits_cnn")
+    second_report, second_weights = train_process(tiny_project, "digits_cnn")
+
+    assert first_report["jit_compile"] is True and first_report["deterministic_ops"] is False
+    for first, second in zip(first_weights, second_weights):
+        np.testing.assert_array_equal(first, second)
