@@ -57,9 +57,11 @@ def run_measured(command, cwd, env=None):
 
 
 def python_env():
-    """This environment, with the project importable and the local-copy folders made absolute
-    (the runs happen in other folders)."""
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    """This environment, with the project importable, the local-copy folders made absolute (the runs
+    happen in other folders), and this interpreter's folder first on PATH: dvc.yaml's commands run
+    `python`, which must be this one even when its virtual environment is not activated."""
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT),
+           "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])}
     for name in (LOCAL_DATA_ENV, LOCAL_WEIGHTS_ENV):
         if env.get(name):
             env[name] = str(Path(env[name]).resolve())
@@ -478,14 +480,20 @@ def main(argv=None):
                 validation_images = json.loads(report_path.read_text())["validation_images"]
                 entry["achieved_flops"] = achieved_flops(entry, validation_images)
         results["tensorflow_import_rss_mib"] = tensorflow_import_rss()
+        output = Path(args.output)
+        write_report(output, results)  # the speed part stays, should the pipeline part fail
         if not args.skip_pipeline:
             results["pipeline"] = pipeline_overhead(REPO_ROOT, workdir, args.changed_model or models[0])
             results["sizes"] = stage_sizes(workdir / "pipeline", params)
-    output = Path(args.output)
+            write_report(output, results)
+
+
+def write_report(output, results):
     write_json(output.with_suffix(".json"), results)
     with staged_path(output.with_suffix(".md")) as temporary:
         temporary.write_text(markdown(results), encoding="utf-8")
-    log.info("wrote %s.md and %s.json", output, output)
+    log.info("wrote %s.md and %s.json (%s)", output, output,
+             "with the pipeline part" if "pipeline" in results else "training speed")
 
 
 if __name__ == "__main__":

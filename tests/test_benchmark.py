@@ -65,3 +65,11 @@ def test_forward_flops_grow_with_the_image_area(tiny_project):
     large = benchmark.forward_flops_per_image(spec, (32, 32, 3))
     assert small > 0
     assert large / small == pytest.approx(4, rel=0.15), "convolutions dominate: 4x the pixels, ~4x the FLOPs"
+
+
+def test_runs_use_this_interpreter_even_outside_its_virtual_environment(monkeypatch):
+    """dvc.yaml's commands say `python`: without this, dvc repro found one without the project's packages."""
+    monkeypatch.setenv("PATH", "/usr/bin")
+    env = benchmark.python_env()
+    assert env["PATH"].split(os.pathsep)[0] == os.path.dirname(sys.executable)
+    assert env["PYTHONPATH"] == str(REPO_ROOT)
