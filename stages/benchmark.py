@@ -162,8 +162,9 @@ def stage_speed(directory, model):
             "steady_images_per_second": round(steady_images_per_second(report["train_images"],
                                                                        report["epoch_seconds"]), 1),
             "epoch_seconds": report["epoch_seconds"], "process_seconds": round(seconds, 1), "peak_rss_mib": peak_mib,
-            "training_peak_rss_mib": report["training_peak_memory_mib"], "train_images": report["train_images"], "device": report["device"],
-            "jit_compile": report["jit_compile"], "mixed_precision": report["mixed_precision"]}
+            "training_peak_rss_mib": report["training_peak_memory_mib"], "train_images": report["train_images"],
+            "device": report["device"], "jit_compile": report["jit_compile"],
+            "mixed_precision": report["mixed_precision"]}
 
 
 def keras_baseline(model_name):
@@ -348,8 +349,8 @@ def markdown(results):
         lines.append(f"| {model} | {model_spec(params, model).train['batch_size']} | {ours['images_per_second']:.0f} | "
                      f"{keras_run['images_per_second']:.0f} | {entry['ratio']:.2f} | "
                      f"{ours['steady_images_per_second']:.0f} | {keras_run['steady_images_per_second']:.0f} | "
-                     f"{entry['steady_ratio']:.2f} | {ours['training_peak_rss_mib']:.0f} / {ours['peak_rss_mib']:.0f} | "
-                     f"{keras_run['peak_rss_mib']:.0f} |")
+                     f"{entry['steady_ratio']:.2f} | {ours['training_peak_rss_mib']:.0f} / "
+                     f"{ours['peak_rss_mib']:.0f} | {keras_run['peak_rss_mib']:.0f} |")
     variants = sorted({name for entry in speed.values() for name in entry["variants"]})
     if variants:
         lines += ["", "## XLA and mixed precision", "",

@@ -38,10 +38,15 @@ def process_seconds():
     return round(uptime - start_ticks / os.sysconf("SC_CLK_TCK"), 2)
 
 
+def peak_memory_mib():
+    """This process's peak resident memory so far, in MiB."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
+
+
 def append_usage(path, stage):
     """One JSON line: the stage, its peak resident memory and its wall time, from interpreter start to exit."""
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    record = {"stage": stage, "peak_rss_mib": round(peak_kib / 1024, 1), "wall_seconds": process_seconds(),
+    record = {"stage": stage, "peak_rss_mib": peak_memory_mib(), "wall_seconds": process_seconds(),
               "finished": time.time()}
     with open(path, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(record) + "\n")

@@ -2,8 +2,9 @@
 
 Each split is read once into one tensor in memory; batches are gathered from it by index
 (`tf.gather` in tf.data's threads, run ahead of the model by prefetching), so the data are held
-once, never embedded in a graph, and no Python runs per batch. The training order of every epoch is drawn from (seed, epoch) alone, so a run resumed at epoch k
-sees exactly the batches an uninterrupted run sees from epoch k on.
+once, never embedded in a graph, and no Python runs per batch. The training order of every epoch
+is drawn from (seed, epoch) alone, so a run resumed at epoch k sees exactly the batches an
+uninterrupted run sees from epoch k on.
 
 tf.data's autotuner is off, with a fixed number of gathers in flight and batches prefetched: its
 background thread made deleting an iterator (the end of every fit call) wait on it, for up to 18 s

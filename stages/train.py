@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from stages.cli import exit_on, parse_stage_arguments
+from stages.cli import exit_on, parse_stage_arguments, peak_memory_mib
 from stages.config import ParamsError, load_params, model_spec
 from stages.data import MissingDataError, class_indices, label_width, load_split, split_files
 from stages.files import staged_path, write_json
@@ -76,7 +76,8 @@ def configure_runtime(train, seed):
     else:
         device = "CPU"
     runtime = {"device": device, "mixed_precision": mixed_precision, "jit_compile": jit_compile,
-               "deterministic_ops": not jit_compile, "distribution": train["distribution"], "replicas": int(strategy.num_replicas_in_sync)}
+               "deterministic_ops": not jit_compile, "distribution": train["distribution"],
+               "replicas": int(strategy.num_replicas_in_sync)}
     return strategy, runtime
 
 
@@ -148,14 +149,6 @@ def training_fingerprint(spec):
     code = [__file__, *(sys.modules[name].__file__ for name in ("stages.inputs", "stages.resume", "stages.models",
                                                                  "stages.models.heads", BUILDER_MODULES[spec.builder]))]
     return run_fingerprint(settings, [*split_files(spec.dataset.processed_dir, "train"), *code])
-
-
-def peak_memory_mib():
-    """This process's peak resident memory so far, in MiB."""
-    import resource
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-    return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
 
 
 def return_freed_memory():
@@ -252,10 +245,10 @@ def train_model(spec):
             best_epoch = stopper.best_epoch
 
     history = {key: [logs[key] for logs in state.epoch_logs] for key in state.epoch_logs[-1]}
+    training_peak_mib = peak_memory_mib()
     # Free the last checkpoint's copy of the variables and the best weights before Keras builds the
     # .keras archive in memory (weights and optimizer state, 270 MiB for ResNet50): together they were
     # the stage's peak memory.
-    training_peak_mib = peak_memory_mib()
     checkpoint.wait()
     stopper = saver = restored_best_weights = None
     return_freed_memory()

@@ -146,21 +146,22 @@ train.main(sys.argv[1:])
 """
 
 
-def train_in_subprocess(project, name):
-    """Run the train stage with the CPU split into two logical devices, as a separate process."""
-    result = subprocess.run([sys.executable, "-c", TWO_CPU_DEVICES, name], cwd=project, capture_output=True,
+def train_in_subprocess(project, name, launcher=("-m", "stages.train")):
+    """Run the train stage in a fresh process, as `dvc repro` does (TensorFlow's global settings
+    included); launcher ("-c", TWO_CPU_DEVICES) first splits the CPU into two logical devices."""
+    result = subprocess.run([sys.executable, *launcher, name], cwd=project, capture_output=True,
                             text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
     assert result.returncode == 0, result.stderr[-3000:]
     return read_report(project, name), model_weights(project, name)
 
 
 def test_mirrored_run_on_two_cpu_devices_matches_a_single_device_run(tiny_project):
-    single_report, single_weights = train_in_subprocess(tiny_project, "digits_cnn")
+    single_report, single_weights = train_in_subprocess(tiny_project, "digits_cnn", ("-c", TWO_CPU_DEVICES))
     params = load_params()
     params["train"]["distribution"] = "mirrored"
     save_params(tiny_project, params)
 
-    mirrored_report, mirrored_weights = train_in_subprocess(tiny_project, "digits_cnn")
+    mirrored_report, mirrored_weights = train_in_subprocess(tiny_project, "digits_cnn", ("-c", TWO_CPU_DEVICES))
 
     assert (single_report["replicas"], mirrored_report["replicas"]) == (1, 2)
     assert mirrored_report["distribution"] == "mirrored"
@@ -180,22 +181,14 @@ def test_batch_that_does_not_split_over_the_replicas(tiny_project):
     assert "batch_size 7 does not split evenly over 2 replicas of the mirrored distribution" in result.stderr
 
 
-def train_process(project, name):
-    """Run the train stage as `dvc repro` does, in a fresh process (TensorFlow's global settings included)."""
-    result = subprocess.run([sys.executable, "-m", "stages.train", name], cwd=project, capture_output=True,
-                            text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
-    assert result.returncode == 0, result.stderr[-3000:]
-    return read_report(project, name), model_weights(project, name)
-
-
 def test_jit_compile_trains_with_xla_and_repeats_on_the_cpu(tiny_project):
     """Keras drops XLA without a word while op determinism is on; the report says what really ran."""
     params = load_params()
     params["train"]["jit_compile"] = True
     save_params(tiny_project, params)
 
-    first_report, first_weights = train_process(tiny_project, "digits_cnn")
-    second_report, second_weights = train_process(tiny_project, "digits_cnn")
+    first_report, first_weights = train_in_subprocess(tiny_project, "digits_cnn")
+    second_report, second_weights = train_in_subprocess(tiny_project, "digits_cnn")
 
     assert first_report["jit_compile"] is True and first_report["deterministic_ops"] is False
     for first, second in zip(first_weights, second_weights):
