@@ -1,59 +1,115 @@
-"""Classification metrics from true and predicted class indices, in plain NumPy.
+"""Classification metrics and their 95 % intervals, from scikit-learn and SciPy.
 
-Small enough to check by hand, and free of edge-case surprises: a class that is never predicted
-has precision 0 (not NaN), and every figure is a plain float that `dvc metrics diff` can compare.
+Every figure is a plain float (or a nested dict of them) that `dvc metrics diff` can compare. A
+class that is never predicted has precision 0, not NaN or an error.
 """
 
 import numpy as np
+from scipy import stats
+from sklearn import metrics
+
+CONFIDENCE = 0.95
+BOOTSTRAP_RESAMPLES = 1000
 
 
 def confusion_matrix(actual, predicted, num_classes):
     """counts[i, j]: images of true class i predicted as class j."""
-    counts = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(counts, (np.asarray(actual), np.asarray(predicted)), 1)
-    return counts
-
-
-def _ratio(numerator, denominator):
-    return float(numerator / denominator) if denominator else 0.0
-
-
-def per_class_scores(counts):
-    """[{precision, recall, f1, support}] per class from a confusion matrix."""
-    scores = []
-    for index in range(len(counts)):
-        true_positives = counts[index, index]
-        precision = _ratio(true_positives, counts[:, index].sum())
-        recall = _ratio(true_positives, counts[index, :].sum())
-        scores.append({"precision": precision, "recall": recall,
-                       "f1": _ratio(2 * precision * recall, precision + recall),
-                       "support": int(counts[index, :].sum())})
-    return scores
+    return metrics.confusion_matrix(actual, predicted, labels=np.arange(num_classes))
 
 
 def roc_auc(actual, positive_scores):
-    """Area under the ROC curve of a binary classifier: the chance that a random positive outscores a
-    random negative (ties count half). NaN-free: 0.5 when one class is absent."""
-    actual = np.asarray(actual).astype(bool)
-    positive_scores = np.asarray(positive_scores, dtype=np.float64)
-    positives, negatives = positive_scores[actual], positive_scores[~actual]
-    if len(positives) == 0 or len(negatives) == 0:
+    """Area under the ROC curve of a binary classifier; 0.5 when one class is absent (nothing to rank)."""
+    if len(np.unique(actual)) < 2:
         return 0.5
-    wins = (positives[:, None] > negatives[None, :]).sum() + 0.5 * (positives[:, None] == negatives[None, :]).sum()
-    return float(wins / (len(positives) * len(negatives)))
+    return float(metrics.roc_auc_score(actual, positive_scores))
 
 
-def classification_metrics(actual, predicted, class_names, positive_scores=None):
-    """Accuracy, balanced accuracy, per-class and macro precision/recall/F1, and ROC AUC for binary tasks."""
-    counts = confusion_matrix(actual, predicted, len(class_names))
-    scores = per_class_scores(counts)
-    present = [score for score in scores if score["support"] > 0]
-    metrics = {
-        "accuracy": _ratio(np.trace(counts), counts.sum()),
-        "balanced_accuracy": float(np.mean([score["recall"] for score in present])) if present else 0.0,
-        "macro": {key: float(np.mean([score[key] for score in scores])) for key in ("precision", "recall", "f1")},
-        "per_class": dict(zip(class_names, scores)),
+def balanced_accuracy(actual, predicted, num_classes):
+    """Mean recall over the classes present in `actual`."""
+    recall = metrics.recall_score(actual, predicted, labels=np.arange(num_classes), average=None, zero_division=0)
+    present = np.isin(np.arange(num_classes), actual)
+    return float(recall[present].mean()) if present.any() else 0.0
+
+
+def macro_f1(actual, predicted, num_classes):
+    return float(metrics.f1_score(actual, predicted, labels=np.arange(num_classes), average="macro", zero_division=0))
+
+
+def wilson_interval(successes, trials):
+    """{low, high}: the Wilson score interval of a proportion (fine near 0 and 1, unlike the normal one)."""
+    if trials == 0:
+        return {"low": 0.0, "high": 1.0}
+    interval = stats.binomtest(int(successes), int(trials)).proportion_ci(CONFIDENCE, method="wilson")
+    return {"low": float(interval.low), "high": float(interval.high)}
+
+
+def bootstrap_intervals(actual, predicted, num_classes, seed):
+    """{balanced_accuracy, macro_f1: {low, high}}: percentile intervals over test images resampled with the seed."""
+    def statistic(actual_sample, predicted_sample):
+        return np.array([balanced_accuracy(actual_sample, predicted_sample, num_classes),
+                         macro_f1(actual_sample, predicted_sample, num_classes)])
+
+    result = stats.bootstrap((np.asarray(actual), np.asarray(predicted)), statistic, paired=True, vectorized=False,
+                             n_resamples=BOOTSTRAP_RESAMPLES, confidence_level=CONFIDENCE, method="percentile",
+                             random_state=np.random.default_rng(seed))
+    low, high = result.confidence_interval
+    return {name: {"low": float(low[i]), "high": float(high[i])}
+            for i, name in enumerate(("balanced_accuracy", "macro_f1"))}
+
+
+def classification_metrics(actual, predicted, class_names, positive_scores=None, seed=0):
+    """Accuracy, balanced accuracy, per-class and macro precision/recall/F1 with 95 % intervals; ROC AUC if binary."""
+    actual, predicted = np.asarray(actual), np.asarray(predicted)
+    labels = np.arange(len(class_names))
+    precision, recall, f1, support = metrics.precision_recall_fscore_support(
+        actual, predicted, labels=labels, zero_division=0)
+    per_class = {name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                        "support": int(support[i])} for i, name in enumerate(class_names)}
+    result = {
+        "accuracy": float(np.mean(actual == predicted)) if len(actual) else 0.0,
+        "balanced_accuracy": balanced_accuracy(actual, predicted, len(class_names)),
+        "macro": {"precision": float(precision.mean()), "recall": float(recall.mean()), "f1": float(f1.mean())},
+        "per_class": per_class,
+        "ci95": {"accuracy": wilson_interval(np.sum(actual == predicted), len(actual)),
+                 **bootstrap_intervals(actual, predicted, len(class_names), seed)},
     }
     if len(class_names) == 2 and positive_scores is not None:
-        metrics["roc_auc"] = roc_auc(actual, positive_scores)
-    return metrics
+        result["roc_auc"] = roc_auc(actual, positive_scores)
+    return result
+
+
+def curve_points(actual, probabilities):
+    """ROC and precision-recall points: of the positive class for two classes, micro-averaged one-vs-rest otherwise.
+
+    Returns ({"roc": [{fpr, tpr, threshold}]}, {"precision_recall": [{recall, precision, threshold}]}), the
+    layout of DVC's example project, for `dvc plots`.
+    """
+    actual = np.asarray(actual)
+    probabilities = np.asarray(probabilities)
+    if probabilities.shape[1] == 2:
+        truth, scores = actual == 1, probabilities[:, 1]
+    else:
+        truth = (actual[:, None] == np.arange(probabilities.shape[1])[None, :]).ravel()
+        scores = probabilities.ravel()
+    fpr, tpr, roc_thresholds = metrics.roc_curve(truth, scores)
+    precision, recall, pr_thresholds = metrics.precision_recall_curve(truth, scores)
+    roc = [{"fpr": float(f), "tpr": float(t), "threshold": float(min(h, 1.0))}
+           for f, t, h in zip(fpr, tpr, roc_thresholds)]
+    # precision_recall_curve ends on (recall 0, precision 1) with no threshold.
+    pr = [{"recall": float(r), "precision": float(p), "threshold": float(h)}
+          for r, p, h in zip(recall, precision, [*pr_thresholds, 1.0])]
+    return {"roc": roc}, {"precision_recall": pr}
+
+
+def mcnemar_test(first_correct, second_correct):
+    """Exact McNemar test on two models' right/wrong answers to the same images.
+
+    Returns (images only the first got right, images only the second got right, two-sided p-value):
+    the chance of a split at least this uneven if both models were equally good.
+    """
+    first_correct, second_correct = np.asarray(first_correct, bool), np.asarray(second_correct, bool)
+    only_first = int(np.sum(first_correct & ~second_correct))
+    only_second = int(np.sum(~first_correct & second_correct))
+    if only_first + only_second == 0:
+        return only_first, only_second, 1.0
+    return only_first, only_second, float(stats.binomtest(only_first, only_first + only_second).pvalue)

@@ -1,9 +1,17 @@
-"""Metric functions against cases worked out by hand."""
+"""Metric functions against cases worked out by hand and published values."""
 
 import numpy as np
 import pytest
 
-from stages.metrics import classification_metrics, confusion_matrix, roc_auc
+from stages.metrics import (
+    bootstrap_intervals,
+    classification_metrics,
+    confusion_matrix,
+    curve_points,
+    mcnemar_test,
+    roc_auc,
+    wilson_interval,
+)
 
 
 def test_confusion_matrix_counts_true_rows_and_predicted_columns():
@@ -29,6 +37,7 @@ def test_hand_computed_three_class_case():
 def test_class_never_predicted_has_zero_precision_not_nan():
     metrics = classification_metrics([0, 1, 2, 2], [0, 1, 1, 1], ["a", "b", "c"])
     never = metrics["per_class"]["c"]
+    assert metrics["per_class"]["a"]["precision"] == 1.0
     assert never == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 2}
     assert metrics["per_class"]["b"]["precision"] == pytest.approx(1 / 3)
     assert all(np.isfinite(value) for value in metrics["macro"].values())
@@ -55,3 +64,63 @@ def test_roc_auc_counts_ties_as_half():
 def test_balanced_accuracy_ignores_absent_classes():
     metrics = classification_metrics([0, 0, 0, 1], [0, 0, 1, 1], ["a", "b", "c"])
     assert metrics["balanced_accuracy"] == pytest.approx((2 / 3 + 1) / 2)
+
+
+def test_roc_auc_of_a_known_ranking():
+    # positives 0.9, 0.7, 0.6; negatives 0.8, 0.3, 0.1: 0.9 outranks all 3, 0.7 and 0.6 two each = 7 of 9 pairs
+    assert roc_auc([1, 0, 1, 0, 1, 0], [0.9, 0.8, 0.7, 0.3, 0.6, 0.1]) == pytest.approx(7 / 9)
+
+
+def test_wilson_interval_matches_the_published_value():
+    # 8 of 10: Wilson's 95 % interval is 0.490 to 0.943 (Newcombe 1998, table I, method 3)
+    interval = wilson_interval(8, 10)
+    assert interval["low"] == pytest.approx(0.4902, abs=1e-4) and interval["high"] == pytest.approx(0.9433, abs=1e-4)
+    assert wilson_interval(10, 10)["high"] == pytest.approx(1.0) and wilson_interval(10, 10)["low"] < 1.0
+
+
+def test_bootstrap_is_seeded_and_brackets_the_estimate():
+    rng = np.random.default_rng(0)
+    actual = rng.integers(0, 3, 60)
+    predicted = np.where(rng.random(60) < 0.8, actual, (actual + 1) % 3)
+    first = bootstrap_intervals(actual, predicted, 3, seed=1)
+    assert first == bootstrap_intervals(actual, predicted, 3, seed=1)
+    assert first != bootstrap_intervals(actual, predicted, 3, seed=2)
+    metrics = classification_metrics(actual, predicted, ["a", "b", "c"], seed=1)
+    for key, point in (("balanced_accuracy", metrics["balanced_accuracy"]), ("macro_f1", metrics["macro"]["f1"])):
+        assert first[key]["low"] < point < first[key]["high"] and first[key]["high"] - first[key]["low"] < 0.5
+    assert metrics["ci95"]["balanced_accuracy"] == first["balanced_accuracy"]
+    assert metrics["ci95"]["accuracy"] == wilson_interval(np.sum(actual == predicted), 60)
+
+
+def test_bootstrap_of_a_perfect_classifier_is_a_point():
+    perfect = bootstrap_intervals([0, 1, 2] * 5, [0, 1, 2] * 5, 3, seed=0)
+    assert perfect == {"balanced_accuracy": {"low": 1.0, "high": 1.0}, "macro_f1": {"low": 1.0, "high": 1.0}}
+
+
+def test_mcnemar_exact_p_values():
+    # 4 images only the first model got right, none only the second: p = 2 * 0.5**4
+    first = [True] * 10
+    second = [False] * 4 + [True] * 6
+    assert mcnemar_test(first, second) == (4, 0, pytest.approx(0.125))
+    assert mcnemar_test(second, first) == (0, 4, pytest.approx(0.125))
+    # 1 against 5: p = 2 * (1 + 6) / 2**6
+    assert mcnemar_test([True] + [False] * 5 + [True] * 4, [False] + [True] * 5 + [True] * 4)[2] == pytest.approx(14 / 64)
+    assert mcnemar_test([True, False], [True, False]) == (0, 0, 1.0), "no disagreement: nothing to tell apart"
+
+
+def test_binary_curves_of_a_perfect_ranking():
+    roc, precision_recall = curve_points([0, 0, 1, 1], np.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.2, 0.8]]))
+    points = {(p["fpr"], p["tpr"]) for p in roc["roc"]}
+    assert (0.0, 1.0) in points and (1.0, 1.0) in points and (0.0, 0.0) in points
+    pr_points = {(p["recall"], p["precision"]) for p in precision_recall["precision_recall"]}
+    assert (1.0, 1.0) in pr_points, "a perfect ranking reaches full recall at full precision"
+    assert (1.0, 0.5) in pr_points, "and, at the lowest threshold, calls every image positive"
+
+
+def test_multiclass_curves_are_micro_averaged_over_every_image_and_class():
+    probabilities = np.array([[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.5, 0.2, 0.3]])
+    roc, _ = curve_points([0, 1, 2], probabilities)
+    # 9 (image, class) pairs, 3 of them true. By score: 0.8 true, 0.7 true, 0.5 false, 0.3 true, then 5 false.
+    assert roc["roc"][-1]["fpr"] == 1.0 and roc["roc"][-1]["tpr"] == 1.0
+    assert any(p["tpr"] == pytest.approx(2 / 3) and p["fpr"] == 0.0 for p in roc["roc"])
+    assert any(p["tpr"] == 1.0 and p["fpr"] == pytest.approx(1 / 6) for p in roc["roc"])
