@@ -29,7 +29,7 @@ import numpy as np
 import yaml
 
 from stages.cli import STAGE_USAGE_LOG_ENV
-from stages.config import LOCAL_DATA_ENV, PARAMS_FILE, PROCESSED_DIR, TRAIN_REPORTS_DIR, load_params, model_spec
+from stages.config import LOCAL_DATA_ENV, PARAMS_FILE, PROCESSED_DIR, RUNS_DIR, TRAIN_REPORTS_DIR, load_params, model_spec
 from stages.files import staged_path, write_json
 from stages.models.transfer import LOCAL_WEIGHTS_ENV
 
@@ -157,7 +157,8 @@ def steady_images_per_second(train_images, epoch_seconds):
 def stage_speed(directory, model):
     """Our train stage, as dvc runs it: images/s from its report, and the process's peak memory."""
     seconds, peak_mib, _ = run_measured([sys.executable, "-m", "stages.train", model], directory, python_env())
-    report = json.loads((directory / TRAIN_REPORTS_DIR / f"{model}.json").read_text())
+    report = {**json.loads((directory / TRAIN_REPORTS_DIR / f"{model}.json").read_text()),
+              **json.loads((directory / RUNS_DIR / f"{model}.json").read_text())}
     return {"images_per_second": report["images_per_second"], "fit_seconds": report["wall_time_seconds"],
             "steady_images_per_second": round(steady_images_per_second(report["train_images"],
                                                                        report["epoch_seconds"]), 1),
@@ -271,7 +272,7 @@ def repro(directory, usage_log, env):
 
 
 def training_seconds(directory, models):
-    return {model: json.loads((directory / TRAIN_REPORTS_DIR / f"{model}.json").read_text())["wall_time_seconds"]
+    return {model: json.loads((directory / RUNS_DIR / f"{model}.json").read_text())["wall_time_seconds"]
             for model in models}
 
 

@@ -10,7 +10,6 @@ Nothing in the report is written by hand: every number comes from those files.
 
 import json
 import logging
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,8 @@ import pandas as pd
 from stages.cli import exit_on, parse_stage_arguments
 from stages.config import ParamsError, load_params, model_spec
 from stages.files import staged_path
-from stages.metrics import confusion_matrix
+from stages.metrics import confusion_matrix, mcnemar_test
+from stages.models import weights_origin
 from stages.plots import plt, save_figure
 
 log = logging.getLogger("compare")
@@ -40,13 +40,11 @@ COLUMNS = {
     "epochs run": ("train", "epochs_run"),
     "parameters": ("metrics", "size.parameter_count"),
     "size (MB)": ("metrics", "size.file_bytes"),
-    "train time (s)": ("train", "wall_time_seconds"),
-    "train images/s": ("train", "images_per_second"),
     "inference images/s": ("metrics", "inference.images_per_second"),
     "1-image latency (ms)": ("metrics", "inference.single_image_latency_ms"),
-    "device": ("train", "device"),
-    "weights": ("train", "weights"),
 }
+# Columns shown with their 95 % interval: column -> the interval's key under `ci95` in the metrics.
+INTERVALS = {"test accuracy": "accuracy", "balanced accuracy": "balanced_accuracy", "macro F1": "macro_f1"}
 
 
 class CompareError(RuntimeError):
@@ -75,45 +73,67 @@ def collect(specs):
         row = {"model": spec.name, "dataset": spec.dataset.name, "builder": spec.builder}
         for column, (source, key) in COLUMNS.items():
             row[column] = dotted(sources[source], key)
+        for column, key in INTERVALS.items():
+            interval = dotted(sources["metrics"], f"ci95.{key}") or {}
+            row[f"{column} low"], row[f"{column} high"] = interval.get("low"), interval.get("high")
         row["size (MB)"] = round(row["size (MB)"] / 2**20, 2)
+        row["weights"] = weights_origin(spec.builder, spec.network)
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def best_model_line(table):
-    """'best: X, test accuracy a (margin m over Y)' for one dataset's rows."""
+def correct_answers(spec):
+    """Per test image, whether the model got it right (from predictions.json, in test-split order)."""
+    return np.array([row["actual"] == row["predicted"] for row in read_json(spec.eval_dir / "predictions.json")])
+
+
+def best_model_line(table, specs, significance=0.05):
+    """The best model by test accuracy, and whether an exact McNemar test says it beats each other model."""
     ranked = table.sort_values(["test accuracy", "macro F1"], ascending=False)
     best = ranked.iloc[0]
-    line = f"Best: **{best['model']}**, test accuracy {best['test accuracy']:.3f}, macro F1 {best['macro F1']:.3f}"
-    if len(ranked) > 1:
-        runner_up = ranked.iloc[1]
-        margin = best["test accuracy"] - runner_up["test accuracy"]
-        if margin > 0:
-            line += f"; {margin * 100:.1f} points of accuracy ahead of {runner_up['model']}"
-        else:
-            f1_margin = best["macro F1"] - runner_up["macro F1"]
-            line += (f"; level on accuracy with {runner_up['model']}, "
-                     f"{f1_margin * 100:.1f} points ahead on macro F1")
-    return line + "."
+    line = (f"Best on test accuracy: **{best['model']}**, {best['test accuracy']:.3f} "
+            f"[{best['test accuracy low']:.2f}, {best['test accuracy high']:.2f}].")
+    by_name = {spec.name: spec for spec in specs}
+    best_correct = correct_answers(by_name[best["model"]])
+    tied = []
+    for other in ranked["model"].iloc[1:]:
+        only_best, only_other, p_value = mcnemar_test(best_correct, correct_answers(by_name[other]))
+        verdict = "significant" if p_value < significance else "not significant"
+        line += (f" Against {other}: {only_best} test images only {best['model']} got right, {only_other} only "
+                 f"{other} (exact McNemar p = {p_value:.3g}, {verdict} at {significance:.0%}).")
+        if p_value >= significance:
+            tied.append(other)
+    if tied:
+        line += (f" {best['model']} and {', '.join(tied)} cannot be told apart on this test set.")
+    elif len(ranked) > 1:
+        line += f" Its lead over every other model is significant at {significance:.0%}."
+    return line
 
 
 # How the Markdown table shows each column; the CSV keeps the raw values.
 DISPLAY_FORMATS = {
-    "parameters": "{:,.0f}", "size (MB)": "{:.1f}", "train time (s)": "{:.0f}", "train images/s": "{:.0f}",
-    "inference images/s": "{:.0f}", "1-image latency (ms)": "{:.1f}", "best epoch": "{:.0f}",
+    "parameters": "{:,.0f}", "size (MB)": "{:.1f}", "inference images/s": "{:.0f}", "1-image latency (ms)": "{:.1f}", "best epoch": "{:.0f}",
     "epochs run": "{:.0f}",
 }
 # Columns the Markdown table leaves to the CSV, to stay readable on a code host.
-CSV_ONLY = ["dataset", "builder", "balanced accuracy", "device"]
+CSV_ONLY = ["dataset", "builder", *(f"{column} {end}" for column in INTERVALS for end in ("low", "high"))]
+
+
+def with_interval(table, column):
+    """'0.952 [0.90, 0.98]': a figure and its 95 % interval."""
+    return [f"{value:.3f} [{low:.2f}, {high:.2f}]" if pd.notna(low) else f"{value:.3f}"
+            for value, low, high in zip(table[column], table[f"{column} low"], table[f"{column} high"])]
 
 
 def markdown_table(table):
     """The dataset's rows as a Markdown table, leaving out columns with no values (ROC AUC for multiclass)."""
     shown = table.drop(columns=CSV_ONLY).dropna(axis=1, how="all")
+    for column in INTERVALS:
+        shown[column] = with_interval(table, column)
     for column in shown.columns:
         if column in DISPLAY_FORMATS:
             shown[column] = shown[column].map(DISPLAY_FORMATS[column].format)
-        elif shown[column].dtype.kind == "f":
+        elif shown[column].dtype.kind == "f" and column not in INTERVALS:
             shown[column] = shown[column].map("{:.3f}".format)
     alignment = ["left"] + ["right"] * (len(shown.columns) - 1)
     return shown.to_markdown(index=False, colalign=alignment, disable_numparse=True)
@@ -123,16 +143,17 @@ def plot_scores(table, path):
     """Test accuracy and macro F1 per model, grouped by dataset."""
     figure, axis = plt.subplots(figsize=(max(6, 1.2 * len(table)), 4))
     positions = np.arange(len(table))
-    axis.bar(positions - 0.2, table["test accuracy"], width=0.4, label="test accuracy")
-    axis.bar(positions + 0.2, table["macro F1"], width=0.4, label="macro F1")
+    for offset, column in ((-0.2, "test accuracy"), (0.2, "macro F1")):
+        errors = [table[column] - table[f"{column} low"], table[f"{column} high"] - table[column]]
+        axis.bar(positions + offset, table[column], width=0.4, label=column, yerr=errors, capsize=3)
     for position, accuracy in zip(positions, table["test accuracy"]):
-        axis.text(position - 0.2, accuracy + 0.01, f"{accuracy:.2f}", ha="center", fontsize=8)
+        axis.text(position - 0.2, 0.02, f"{accuracy:.2f}", ha="center", fontsize=8, color="white")
     axis.set_xticks(positions, [f"{m}\n({d})" for m, d in zip(table["model"], table["dataset"])], fontsize=8,
                     rotation=20, ha="right")
     axis.set_ylim(0, 1.2)
     axis.set_ylabel("score on the test split")
     axis.legend(loc="upper right", ncol=2)
-    axis.set_title("Test accuracy and macro F1 per model")
+    axis.set_title("Test accuracy and macro F1 per model, with 95 % intervals")
     save_figure(figure, path)
 
 
@@ -181,15 +202,34 @@ def plot_confusions(dataset, specs, path):
     save_figure(figure, path)
 
 
-def current_commit():
-    """The git commit the workspace is on, marked when it has uncommitted changes; None outside git."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                                text=True, check=True)
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return commit.stdout.strip() + (" with uncommitted changes" if status.stdout.strip() else "")
+def plot_roc_and_precision_recall(dataset, specs, path):
+    """Every model's ROC and precision-recall curves on the test split (micro-averaged for multiclass)."""
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.4))
+    for spec in specs:
+        roc = read_json(spec.eval_dir / "roc.json")["roc"]
+        precision_recall = read_json(spec.eval_dir / "precision_recall.json")["precision_recall"]
+        axes[0].plot([p["fpr"] for p in roc], [p["tpr"] for p in roc], label=spec.name)
+        axes[1].plot([p["recall"] for p in precision_recall], [p["precision"] for p in precision_recall],
+                     label=spec.name)
+    axes[0].plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+    for axis, (x_label, y_label) in zip(axes, (("false positive rate", "true positive rate"),
+                                               ("recall", "precision"))):
+        axis.set_xlabel(x_label)
+        axis.set_ylabel(y_label)
+        axis.set_xlim(0, 1)
+        axis.set_ylim(0, 1.02)
+        axis.grid(alpha=0.3)
+    axes[1].legend(fontsize=8, loc="lower left")
+    kind = "positive class" if specs[0].dataset.num_classes == 2 else "micro-averaged over classes"
+    figure.suptitle(f"{dataset}: ROC and precision-recall on the test split ({kind})")
+    save_figure(figure, path)
+
+
+def provenance(params, specs):
+    """What the report was built from, in words that stay true once the report is committed."""
+    datasets = {spec.dataset.name: spec.dataset.fingerprint or "not pinned" for spec in specs}
+    data = ", ".join(f"`{name}` {fingerprint[:19]}…" for name, fingerprint in datasets.items())
+    return f"seed {params['seed']}; raw data {data} (`fingerprint` in params.yaml); the settings below"
 
 
 def settings_line(spec):
@@ -211,29 +251,33 @@ def write_report(params, specs, table):
     FIGURES_DIR.mkdir(parents=True, exist_ok=True)
     plot_scores(table, FIGURES_DIR / "scores.png")
     lines = ["# Model comparison", "",
-             "Generated by `stages/compare.py` from the files under `reports/` "
-             f"(commit {current_commit() or 'unknown'}; seed {params['seed']}; trained on "
-             f"{', '.join(sorted(set(table['device'])))}). "
+             "Generated by `stages/compare.py` from the files under `reports/`, built from "
+             f"{provenance(params, specs)}. "
              "Test figures are on each dataset's held-out test split, never seen in training; "
-             "validation figures on the split carved from the training set. Balanced accuracy and the "
-             "builder of each model are in `comparison.csv`.", "",
+             "validation figures on the split carved from the training set. Brackets hold 95 % intervals: "
+             "Wilson's for accuracy, a seeded bootstrap over the test images (1,000 resamples) for balanced "
+             "accuracy and macro F1. Training time, device and versions of each run are in "
+             "`reports/runs/<model>.json`.", "",
              "![Test accuracy and macro F1 per model](figures/scores.png)", ""]
     for dataset in dict.fromkeys(spec.dataset.name for spec in specs):
         dataset_specs = [spec for spec in specs if spec.dataset.name == dataset]
         rows = table[table["dataset"] == dataset]
         summary = read_json(dataset_specs[0].dataset.reports_dir / "summary.json")
+        details = read_json(dataset_specs[0].dataset.reports_dir / "details.json")
         plot_curves(dataset, dataset_specs, FIGURES_DIR / f"curves_{dataset}.png")
         plot_confusions(dataset, dataset_specs, FIGURES_DIR / f"confusion_{dataset}.png")
+        plot_roc_and_precision_recall(dataset, dataset_specs, FIGURES_DIR / f"roc_{dataset}.png")
         lines += [f"## {dataset}", "",
-                  f"{len(summary['classes'])} classes ({', '.join(summary['classes'])}); "
+                  f"{len(details['classes'])} classes ({', '.join(details['classes'])}); "
                   f"{summary['train']['total']} training images (of which each model holds out a validation "
                   f"share) and {summary['test']['total']} test images of "
-                  f"{'x'.join(map(str, summary['train']['image_shape']))}.", "",
-                  best_model_line(rows), "", markdown_table(rows), ""]
+                  f"{'x'.join(map(str, details['train']['image_shape']))}.", "",
+                  best_model_line(rows, dataset_specs), "", markdown_table(rows), ""]
         lines += [note for note in (untrained_note(spec) for spec in dataset_specs) if note]
         lines += ["", "Settings:", ""] + [settings_line(spec) for spec in dataset_specs] + [""]
         lines += [f"![{dataset} training curves](figures/curves_{dataset}.png)", "",
-                  f"![{dataset} confusion matrices](figures/confusion_{dataset}.png)", ""]
+                  f"![{dataset} confusion matrices](figures/confusion_{dataset}.png)", "",
+                  f"![{dataset} ROC and precision-recall curves](figures/roc_{dataset}.png)", ""]
     with staged_path(REPORT_PATH) as temporary:
         temporary.write_text("\n".join(lines))
     with staged_path(TABLE_PATH) as temporary:
@@ -242,8 +286,7 @@ def write_report(params, specs, table):
 
 def untrained_note(spec):
     """Say so when a transfer model did not start from pretrained weights."""
-    weights = str(spec.network.get("weights", "imagenet"))
-    if spec.builder == "transfer" and weights.lower() in ("none", "null"):
+    if spec.builder == "transfer" and weights_origin(spec.builder, spec.network) == "none":
         return (f"Note: `{spec.name}` was trained from random initial weights (`weights: none`), "
                 "not from pretrained ImageNet weights.")
     return None
@@ -259,7 +302,7 @@ def main(argv=None):
         table = collect(specs)
         write_report(params, specs, table)
     for dataset, rows in table.groupby("dataset", sort=False):
-        log.info("%s: %s", dataset, best_model_line(rows).replace("**", ""))
+        log.info("%s: %s", dataset, best_model_line(rows, specs).replace("**", ""))
     log.info("wrote %s, %s and %s/", REPORT_PATH, TABLE_PATH, FIGURES_DIR)
 
 

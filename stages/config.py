@@ -16,6 +16,7 @@ RESUME_DIR = MODELS_DIR / "resume"  # checkpoints of interrupted training runs (
 TRAIN_REPORTS_DIR = Path("reports/train")
 METRICS_DIR = Path("reports/metrics")
 EVAL_DIR = Path("reports/eval")
+RUNS_DIR = Path("reports/runs")
 
 # Points the download stage at a local copy of the datasets instead of the network.
 LOCAL_DATA_ENV = "LOCAL_DATA_DIR"
@@ -54,7 +55,7 @@ class DatasetSpec:
     name: str
     source: dict
     classes: dict
-    test_fraction: float
+    test_fraction: float | None
     image_size: int
     max_per_class: int | None
     fingerprint: str | None
@@ -90,15 +91,18 @@ def dataset_spec(params, name):
     """Check `datasets.<name>` in params and return it as a DatasetSpec."""
     block, where = _named_block(params, "datasets", name, "dataset")
     _reject_unknown_keys(block, DATASET_KEYS, where)
-    for key in ("source", "classes", "test_fraction", "image_size", "fingerprint"):
+    for key in ("source", "classes", "image_size", "fingerprint"):
         if key not in block:
             raise ParamsError(f"{where}.{key} is missing")
 
     source = _check_source(block["source"], f"{where}.source")
-    classes = _check_classes(block["classes"], "folder" if "url" in source else "label id", f"{where}.classes")
-    test_fraction = block["test_fraction"]
-    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) or not 0 < test_fraction < 1:
-        raise ParamsError(f"{where}.test_fraction must be a number between 0 and 1, got {test_fraction!r}")
+    folders = "url" in source
+    classes = _check_classes(block["classes"], "folder" if folders else "label id", f"{where}.classes")
+    test_fraction = block.get("test_fraction")
+    if folders or test_fraction is not None:  # HDF5 files define their own split
+        if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) or not 0 < test_fraction < 1:
+            raise ParamsError(f"{where}.test_fraction must be a number between 0 and 1, got {test_fraction!r}")
+        test_fraction = float(test_fraction)
     image_size = _positive_int(block["image_size"], f"{where}.image_size")
     max_per_class = block.get("max_per_class")
     if max_per_class is not None:
@@ -109,7 +113,7 @@ def dataset_spec(params, name):
     seed = params.get("seed")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ParamsError(f"seed must be an integer, got {seed!r}")
-    return DatasetSpec(name, source, classes, float(test_fraction), image_size, max_per_class, fingerprint, seed)
+    return DatasetSpec(name, source, classes, test_fraction, image_size, max_per_class, fingerprint, seed)
 
 
 def _check_source(source, where):
@@ -193,6 +197,11 @@ class ModelSpec:
     @property
     def report_path(self):
         return TRAIN_REPORTS_DIR / f"{self.name}.json"
+
+    @property
+    def run_path(self):
+        """Facts of the training run that no rerun reproduces: device, versions, times, memory."""
+        return RUNS_DIR / f"{self.name}.json"
 
     @property
     def metrics_path(self):

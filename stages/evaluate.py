@@ -1,9 +1,10 @@
 """evaluate stage: score one trained model on its dataset's test split.
 
 Writes reports/metrics/<model>.json (loss, accuracy, balanced accuracy, per-class and macro
-precision/recall/F1, ROC AUC for binary models, inference speed, size), the per-image predictions
-reports/eval/<model>/predictions.json for DVC's confusion-matrix plot, and a picture of the
-misclassified test images, reports/eval/<model>/misclassified.png.
+precision/recall/F1, 95 % intervals, ROC AUC for binary models, inference speed, size) and, under
+reports/eval/<model>/, the data of DVC's plots (predictions.json for the confusion matrix, roc.json and
+precision_recall.json: of the positive class for binary models, micro-averaged otherwise) and a
+picture of the misclassified test images, misclassified.png.
 
     python -m stages.evaluate <model>
 """
@@ -18,7 +19,7 @@ from stages.config import ParamsError, load_params, model_spec
 from stages.data import MissingDataError, class_indices, load_split
 from stages.files import write_json
 from stages.inputs import ordered_batches
-from stages.metrics import classification_metrics
+from stages.metrics import classification_metrics, curve_points
 from stages.models import MissingModelError, load_trained_model
 from stages.plots import image_grid
 
@@ -73,16 +74,18 @@ def evaluate_model(spec):
     probabilities, predicted = predict_classes(model, images, batch_size)
     actual = class_indices(labels)
     names = spec.dataset.class_names
-    metrics = classification_metrics(actual, predicted, names, positive_scores=probabilities[:, 1])
+    metrics = classification_metrics(actual, predicted, names, positive_scores=probabilities[:, 1], seed=spec.seed)
     report = {
-        "model": spec.name, "dataset": spec.dataset.name, "test_images": int(len(labels)),
-        "loss": float(loss), **metrics,
+        "test_images": int(len(labels)), "loss": float(loss), **metrics,
         "inference": measure_speed(model, images, batch_size),
         "size": {"parameter_count": int(model.count_params()), "file_bytes": spec.model_path.stat().st_size},
     }
     write_json(spec.metrics_path, report)
     write_json(spec.eval_dir / "predictions.json",
                [{"actual": names[a], "predicted": names[p]} for a, p in zip(actual, predicted)])
+    roc, precision_recall = curve_points(actual, probabilities)
+    write_json(spec.eval_dir / "roc.json", roc)
+    write_json(spec.eval_dir / "precision_recall.json", precision_recall)
     plot_misclassified(spec, images, actual, predicted, probabilities)
     return report
 

@@ -2,7 +2,8 @@
 
 Writes data/processed/<dataset>/{train,test}/{images,labels}.npy (images float32 in [0, 1]; labels an (m, 1)
 0/1 column for two classes, one-hot (m, C) otherwise) and classes.json, plus
-reports/data/<dataset>/summary.json and samples.png.
+reports/data/<dataset>/summary.json (image counts, a DVC metric), details.json (classes, shapes,
+skipped files) and samples.png.
 
     python -m stages.preprocess <dataset>
 """
@@ -18,7 +19,7 @@ from stages.data import encode_labels, save_split
 from stages.files import staged_path, write_json
 from stages.images import UNREADABLE_IMAGE_ERRORS, array_to_model_input, load_image
 from stages.plots import image_grid
-from stages.splits import stratified_holdout
+from stages.splits import SplitError, stratified_holdout
 
 log = logging.getLogger("preprocess")
 
@@ -34,7 +35,10 @@ def preprocess_dataset(spec):
         splits, available, skipped = read_h5_pair(spec)
     else:
         images, labels, available, skipped = read_class_folders(spec, rng)
-        test_indices = stratified_holdout(labels, spec.test_fraction, rng)
+        try:
+            test_indices = stratified_holdout(labels, spec.test_fraction, spec.seed)
+        except SplitError as error:
+            raise PreprocessError(f"{spec.name}: test split: {error}") from error
         is_test = np.zeros(len(labels), dtype=bool)
         is_test[test_indices] = True
         train_order, test_order = rng.permutation(np.flatnonzero(~is_test)), rng.permutation(test_indices)
@@ -47,8 +51,9 @@ def preprocess_dataset(spec):
         for split, (images, labels) in splits.items():
             save_split(staging, split, images, encode_labels(labels, spec.num_classes))
         write_json(staging / "classes.json", spec.class_names)
-    summary = summarize(spec, splits, available, skipped)
+    summary, details = summarize(spec, splits, available, skipped)
     write_json(spec.reports_dir / "summary.json", summary)
+    write_json(spec.reports_dir / "details.json", details)
     plot_samples(spec, *splits["train"], spec.reports_dir / "samples.png")
     return summary
 
@@ -103,18 +108,18 @@ def read_h5_pair(spec):
 
 
 def summarize(spec, splits, available, skipped):
-    """The data report: counts per class and split, skipped files, shapes."""
-    summary = {"dataset": spec.name, "source_kind": spec.source_kind, "seed": spec.seed,
-               "classes": spec.class_names, "available": available}
+    """The data report: (counts per class and split, a DVC metric; classes, shapes and skipped files)."""
+    summary = {"available": available, "skipped": len(skipped)}
+    details = {"dataset": spec.name, "source_kind": spec.source_kind, "seed": spec.seed,
+               "classes": spec.class_names, "skipped_files": skipped}
     for split, (images, labels) in splits.items():
         summary[split] = {
             "total": int(len(labels)),
             "per_class": {name: int(np.sum(labels == index)) for index, name in enumerate(spec.class_names)},
-            "image_shape": list(images.shape[1:]),
-            "label_shape": list(encode_labels(labels[:1], spec.num_classes).shape[1:]),
         }
-    summary["skipped"] = {"count": len(skipped), "files": skipped}
-    return summary
+        details[split] = {"image_shape": list(images.shape[1:]),
+                          "label_shape": list(encode_labels(labels[:1], spec.num_classes).shape[1:])}
+    return summary, details
 
 
 def plot_samples(spec, images, labels, path):
@@ -135,7 +140,7 @@ def main(argv=None):
         summary = preprocess_dataset(spec)
     log.info("%s: wrote %s: train %d, test %d images of %s; %d unreadable files skipped",
              spec.name, spec.processed_dir, summary["train"]["total"], summary["test"]["total"],
-             "x".join(map(str, summary["train"]["image_shape"])), summary["skipped"]["count"])
+             f"{spec.image_size}x{spec.image_size}x3", summary["skipped"])
 
 
 if __name__ == "__main__":

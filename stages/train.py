@@ -15,15 +15,17 @@ import sys
 import time
 
 import numpy as np
+from sklearn.utils.class_weight import compute_class_weight
 
 from stages.cli import exit_on, parse_stage_arguments, peak_memory_mib
 from stages.config import ParamsError, load_params, model_spec
 from stages.data import MissingDataError, class_indices, label_width, load_split, split_files
-from stages.files import staged_path, write_json
+from stages.files import write_json
 from stages.inputs import ordered_batches, steps_per_epoch, training_batches
-from stages.models import BACKBONE_LAYER, BUILDER_MODULES, UnknownBuilderError, get_builder
+from stages.models import (BACKBONE_LAYER, BUILDER_MODULES, UnknownBuilderError, get_builder, save_model,
+                           weights_origin)
 from stages.resume import Checkpoint, EpochCheckpoint, ResumableEarlyStopping, TrainingState, run_fingerprint
-from stages.splits import stratified_holdout
+from stages.splits import SplitError, stratified_holdout
 
 log = logging.getLogger("train")
 
@@ -77,25 +79,26 @@ def configure_runtime(train, seed):
         device = "CPU"
     runtime = {"device": device, "mixed_precision": mixed_precision, "jit_compile": jit_compile,
                "deterministic_ops": not jit_compile, "distribution": train["distribution"],
-               "replicas": int(strategy.num_replicas_in_sync)}
+               "replicas": int(strategy.num_replicas_in_sync),
+               "versions": {"tensorflow": tf.__version__, "keras": keras.__version__}}
     return strategy, runtime
 
 
 def validation_split(labels, fraction, seed):
     """(training indices, validation indices): a stratified holdout drawn with the seed."""
-    held_out = stratified_holdout(class_indices(labels), fraction, np.random.default_rng(seed))
-    keep = np.setdiff1d(np.arange(len(labels)), held_out)
-    if len(held_out) == 0 or len(keep) == 0:
-        raise TrainError(f"validation_fraction {fraction} of {len(labels)} training images leaves "
-                         "an empty training or validation split")
-    return keep, np.sort(held_out)
+    try:
+        held_out = stratified_holdout(class_indices(labels), fraction, seed)
+    except SplitError as error:
+        raise TrainError(f"validation_fraction: {error}") from error
+    return np.setdiff1d(np.arange(len(labels)), held_out), held_out
 
 
 def balanced_class_weight(labels):
     """{class: n / (classes * n_class)}, so each class weighs the same in the loss."""
     indices = class_indices(labels)
-    classes, counts = np.unique(indices, return_counts=True)
-    return {int(c): float(len(indices) / (len(classes) * count)) for c, count in zip(classes, counts)}
+    classes = np.unique(indices)
+    weights = compute_class_weight("balanced", classes=classes, y=indices)
+    return {int(c): float(weight) for c, weight in zip(classes, weights)}
 
 
 def build_model(spec, input_shape):
@@ -114,7 +117,9 @@ def compile_model(model, optimizer, learning_rate, num_classes, jit_compile):
     import keras
 
     loss = "binary_crossentropy" if num_classes == 2 else "categorical_crossentropy"
-    model.compile(optimizer=keras.optimizers.get({"class_name": optimizer, "config": {"learning_rate": learning_rate}}),
+    # A fixed name: Keras numbers unnamed optimizers per process (adam, adam_1, ...) and saves the name.
+    config = {"learning_rate": learning_rate, "name": optimizer}
+    model.compile(optimizer=keras.optimizers.get({"class_name": optimizer, "config": config}),
                   loss=loss, metrics=["accuracy"], jit_compile=jit_compile)
 
 
@@ -252,26 +257,30 @@ def train_model(spec):
     checkpoint.wait()
     stopper = saver = restored_best_weights = None
     return_freed_memory()
-    with staged_path(spec.model_path) as temporary:
-        model.save(temporary)
+    save_model(model, spec.model_path)
+    # The metrics hold what the same settings and data reproduce; times and the machine go to the run facts,
+    # so a retrain that gives the same weights changes no file that evaluate or compare depend on.
     report = {
-        "model": spec.name, "dataset": spec.dataset.name, "builder": spec.builder,
-        "weights": str(spec.network.get("weights", "imagenet")) if spec.builder == "transfer" else "none",
         "parameter_count": int(model.count_params()),
         "trainable_parameter_count": int(sum(np.prod(weight.shape) for weight in model.trainable_weights)),
         "train_images": int(len(train_indices)), "validation_images": int(len(validation_indices)),
-        "epochs_run": state.epochs_done, "resumed_after_epoch": resumed_after_epoch, "best_epoch": best_epoch + 1,
+        "epochs_run": state.epochs_done, "best_epoch": best_epoch + 1,
         "best_val_accuracy": float(history["val_accuracy"][best_epoch]),
         "best_val_loss": float(history["val_loss"][best_epoch]),
+    }
+    run = {
+        "weights": weights_origin(spec.builder, spec.network),
         "wall_time_seconds": round(fit_seconds, 2),
+        "images_per_second": round(len(train_indices) * state.epochs_done / fit_seconds, 1),
         "epoch_seconds": state.epoch_seconds,
         "training_peak_memory_mib": training_peak_mib,
-        "images_per_second": round(len(train_indices) * state.epochs_done / fit_seconds, 1),
+        "resumed_after_epoch": resumed_after_epoch,
         **runtime, "seed": spec.seed,
     }
     write_json(spec.report_path, report)
+    write_json(spec.run_path, run)
     checkpoint.discard()
-    return report
+    return report | run
 
 
 def main(argv=None):

@@ -2,19 +2,17 @@
 
 import json
 import os
-import subprocess
 import sys
 
 import pytest
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT, run_python
 
 from stages import benchmark
 from stages.config import load_params, model_spec
 
 
 def run_module(module, *args, cwd, env=None):
-    result = subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True,
-                            timeout=900, env={**os.environ, "PYTHONPATH": str(REPO_ROOT), **(env or {})})
+    result = run_python("-m", module, *args, cwd=cwd, timeout=900, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
@@ -41,9 +39,7 @@ def test_speed_part_compares_our_stage_with_plain_keras(tiny_project):
 
 
 def test_unknown_model_fails_before_anything_runs(tiny_project):
-    result = subprocess.run([sys.executable, "-m", "stages.benchmark", "--models", "gpt", "--skip-pipeline"],
-                            cwd=tiny_project, capture_output=True, text=True, timeout=600,
-                            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    result = run_python("-m", "stages.benchmark", "--models", "gpt", "--skip-pipeline", cwd=tiny_project)
     assert result.returncode == 1 and "unknown model 'gpt'" in result.stderr
 
 

@@ -1,22 +1,27 @@
 """The compare stage on fixture reports: table, best-model line, CSV, figures."""
 
+import functools
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
-from conftest import TRAIN_DEFAULTS, dataset_block, save_params
+from helpers import TRAIN_DEFAULTS, dataset_block, save_params
 from PIL import Image
 
 from stages import compare
+from stages.config import load_params
+from stages.metrics import classification_metrics, curve_points
 
-# model: (dataset, test accuracy, macro F1, weights)
+# model: (dataset, test images it gets right of TEST_IMAGES, weights); the first k images are the right ones
 FIXTURE_MODELS = {
-    "digits_small": ("digits", 0.75, 0.70, None),
-    "digits_big": ("digits", 0.90, 0.88, None),
-    "digits_transfer": ("digits", 0.80, 0.79, "none"),
-    "faces_cnn": ("faces", 0.65, 0.64, None),
+    "digits_small": ("digits", 12, None),
+    "digits_big": ("digits", 19, None),
+    "digits_transfer": ("digits", 14, "none"),
+    "faces_cnn": ("faces", 13, None),
 }
 CLASSES = {"digits": ["0", "1", "2"], "faces": ["no", "yes"]}
+TEST_IMAGES = 20
 
 
 def write(path, data):
@@ -24,33 +29,50 @@ def write(path, data):
     path.write_text(json.dumps(data))
 
 
+@functools.cache
+def fixture_predictions(num_classes, right):
+    """(actual, predicted, probabilities): the first `right` images right, the rest one class off."""
+    actual = np.arange(TEST_IMAGES) % num_classes
+    predicted = np.where(np.arange(TEST_IMAGES) < right, actual, (actual + 1) % num_classes)
+    probabilities = np.full((TEST_IMAGES, num_classes), 0.1 / num_classes)
+    probabilities[np.arange(TEST_IMAGES), predicted] += 0.9
+    return actual, predicted, probabilities
+
+
+@functools.cache
+def fixture_metrics(names, right):
+    """A model's metrics, computed once per session (the bootstrap takes a few seconds)."""
+    actual, predicted, probabilities = fixture_predictions(len(names), right)
+    return classification_metrics(actual, predicted, list(names), probabilities[:, 1], seed=5)
+
+
 @pytest.fixture
 def reports(project):
     """params.yaml and every report compare reads, for four models over two datasets."""
     models = {}
-    for name, (dataset, accuracy, f1, weights) in FIXTURE_MODELS.items():
+    for name, (dataset, right, weights) in FIXTURE_MODELS.items():
         models[name] = ({"dataset": dataset, "builder": "transfer",
                          "network": {"backbone": "MobileNet", "weights": weights}}
                         if weights else {"dataset": dataset, "builder": "signs_cnn"})
-        metrics = {"accuracy": accuracy, "balanced_accuracy": accuracy, "macro": {"f1": f1}, "loss": 1 - accuracy,
-                   "inference": {"images_per_second": 100.0, "single_image_latency_ms": 5.0},
-                   "size": {"parameter_count": 1000, "file_bytes": 3 * 2**20}}
-        if dataset == "faces":
-            metrics["roc_auc"] = 0.7
+        names = CLASSES[dataset]
+        actual, predicted, probabilities = fixture_predictions(len(names), right)
+        metrics = dict(fixture_metrics(tuple(names), right))
+        metrics.update(loss=0.5, inference={"images_per_second": 100.0, "single_image_latency_ms": 5.0},
+                       size={"parameter_count": 1000, "file_bytes": 3 * 2**20})
         write(project / f"reports/metrics/{name}.json", metrics)
-        write(project / f"reports/train/{name}.json",
-              {"best_val_accuracy": accuracy, "best_epoch": 2, "epochs_run": 3, "wall_time_seconds": 12.5,
-               "images_per_second": 40.0, "device": "CPU", "weights": weights or "none"})
+        write(project / f"reports/train/{name}.json", {"best_val_accuracy": 0.8, "best_epoch": 2, "epochs_run": 3})
         curves = project / f"reports/train/{name}/plots/metrics/eval"
         curves.mkdir(parents=True)
         (curves / "accuracy.tsv").write_text("step\taccuracy\n0\t0.5\n1\t0.6\n2\t0.7\n")
         (curves / "loss.tsv").write_text("step\tloss\n0\t1.0\n1\t0.8\n2\t0.7\n")
-        names = CLASSES[dataset]
         write(project / f"reports/eval/{name}/predictions.json",
-              [{"actual": a, "predicted": p} for a in names for p in names])
+              [{"actual": names[a], "predicted": names[p]} for a, p in zip(actual, predicted)])
+        roc, precision_recall = curve_points(actual, probabilities)
+        write(project / f"reports/eval/{name}/roc.json", roc)
+        write(project / f"reports/eval/{name}/precision_recall.json", precision_recall)
     for dataset, names in CLASSES.items():
-        write(project / f"reports/data/{dataset}/summary.json",
-              {"classes": names, "train": {"total": 30, "image_shape": [16, 16, 3]}, "test": {"total": 10}})
+        write(project / f"reports/data/{dataset}/summary.json", {"train": {"total": 30}, "test": {"total": 20}})
+        write(project / f"reports/data/{dataset}/details.json", {"classes": names, "train": {"image_shape": [16, 16, 3]}})
     save_params(project, {
         "seed": 5,
         "datasets": {dataset: dataset_block({"url": "unused"}, {n: n for n in names}) for dataset, names in CLASSES.items()},
@@ -62,17 +84,25 @@ def test_report_table_best_model_and_csv(reports):
     compare.main([])
 
     report = (reports / "reports/comparison.md").read_text()
-    assert "Best: **digits_big**, test accuracy 0.900, macro F1 0.880; 10.0 points of accuracy ahead of digits_transfer." in report
-    assert "Best: **faces_cnn**, test accuracy 0.650" in report
+    assert "Best on test accuracy: **digits_big**, 0.950 [0.76, 0.99]." in report
+    # digits_big got 7 images right that digits_small got wrong, and none the other way: p = 2 / 2**7
+    assert ("Against digits_small: 7 test images only digits_big got right, 0 only digits_small "
+            "(exact McNemar p = 0.0156, significant at 5%)") in report
+    assert "(exact McNemar p = 0.0625, not significant at 5%)" in report
+    assert "digits_big and digits_transfer cannot be told apart on this test set." in report
+    assert "Best on test accuracy: **faces_cnn**, 0.650" in report
     table_lines = [line for line in report.splitlines() if line.startswith("| digits_")]
     assert len(table_lines) == 3
+    assert "| 0.950 [0.76, 0.99] |" in table_lines[1], "accuracy with its Wilson interval"
     assert "ROC AUC" in report.split("## faces")[1] and "ROC AUC" not in report.split("## faces")[0]
     assert "`digits_transfer` was trained from random initial weights" in report
     assert "seed 5" in report and "30 training images" in report
+    assert "uncommitted" not in report
 
     table = pd.read_csv(reports / "reports/comparison.csv")
     assert list(table["model"]) == list(FIXTURE_MODELS)
-    assert table.set_index("model").loc["digits_big", "test accuracy"] == 0.9
+    assert table.set_index("model").loc["digits_big", "test accuracy"] == 0.95
+    assert table.set_index("model").loc["digits_big", "test accuracy low"] == pytest.approx(0.7639, abs=1e-4)
     assert table.set_index("model").loc["faces_cnn", "size (MB)"] == 3.0
 
 
@@ -82,17 +112,25 @@ def test_every_figure_is_a_png_linked_from_the_report(reports):
     report = (reports / "reports/comparison.md").read_text()
     figures = sorted(p.name for p in (reports / "reports/figures").iterdir())
     assert figures == ["confusion_digits.png", "confusion_faces.png", "curves_digits.png", "curves_faces.png",
-                       "scores.png"]
+                       "roc_digits.png", "roc_faces.png", "scores.png"]
     for name in figures:
         with Image.open(reports / "reports/figures" / name) as picture:
             assert picture.format == "PNG" and picture.width > 300
         assert f"(figures/{name})" in report
 
 
-def test_a_tie_on_accuracy_is_broken_by_macro_f1():
-    table = pd.DataFrame({"model": ["a", "b"], "test accuracy": [0.9, 0.9], "macro F1": [0.85, 0.88]})
-    assert compare.best_model_line(table) == ("Best: **b**, test accuracy 0.900, macro F1 0.880; "
-                                              "level on accuracy with a, 3.0 points ahead on macro F1.")
+def test_a_significant_lead_is_called_so(reports):
+    models = load_params()["models"]
+    del models["digits_transfer"]
+    params = load_params()
+    params["models"] = models
+    save_params(reports, params)
+
+    compare.main([])
+
+    report = (reports / "reports/comparison.md").read_text()
+    assert "Its lead over every other model is significant at 5%." in report.split("## faces")[0]
+    assert "cannot be told apart" not in report.split("## faces")[0]
 
 
 def test_missing_report_is_a_clear_error(reports):

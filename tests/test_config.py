@@ -3,9 +3,9 @@
 import copy
 
 import pytest
-from conftest import REPO_ROOT, dataset_block
+from helpers import REPO_ROOT, dataset_block
 
-from stages.config import ParamsError, dataset_spec, load_params
+from stages.config import ParamsError, dataset_spec, load_params, model_spec
 
 GOOD = {"seed": 1, "datasets": {"tiny": dataset_block({"url": "somewhere"}, {"a": "a", "b": "b"})}}
 
@@ -43,6 +43,7 @@ def test_good_block_is_accepted():
     ("datasets.tiny.source", {"train": "x.h5"}, "datasets.tiny.source.test is missing"),
     ("datasets.tiny.image_sise", 64, "unknown key(s) image_sise"),
     ("datasets.tiny.classes", ..., "datasets.tiny.classes is missing"),
+    ("datasets.tiny.test_fraction", ..., "datasets.tiny.test_fraction must be a number"),
     ("seed", "forty-two", "seed must be an integer"),
 ])
 def test_bad_block_names_the_field(path, value, expected):
@@ -62,7 +63,17 @@ def test_unknown_dataset_lists_the_known_ones():
         dataset_spec(GOOD, "huge")
 
 
-@pytest.mark.parametrize("name", ["signs", "happy"])
-def test_project_params_define_both_datasets(name):
-    spec = dataset_spec(load_params(REPO_ROOT / "params.yaml"), name)
-    assert spec.image_size == 64 and spec.fingerprint is not None and spec.source.get("mirror")
+def test_h5_source_needs_no_test_fraction():
+    params = with_change("datasets.tiny.source", {"train": "a.h5", "test": "b.h5"})
+    params["datasets"]["tiny"]["classes"] = {"a": 0, "b": 1}
+    del params["datasets"]["tiny"]["test_fraction"]
+    spec = dataset_spec(params, "tiny")
+    assert spec.source_kind == "h5" and spec.test_fraction is None
+
+
+def test_every_block_of_the_projects_params_passes_the_checks():
+    params = load_params(REPO_ROOT / "params.yaml")
+    for name in params["datasets"]:
+        dataset_spec(params, name)
+    for name in params["models"]:
+        model_spec(params, name)

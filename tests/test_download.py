@@ -3,10 +3,11 @@
 import h5py
 import numpy as np
 import pytest
-from conftest import (
+from helpers import (
     SHARED_DATASETS,
     dataset_block,
     leftovers,
+    run_stage,
     tar_folder,
     write_course_h5,
     write_image_folders,
@@ -30,12 +31,7 @@ def class_folders(tmp_path):
 
 
 def run_download(name="tiny"):
-    """Run the stage's main(); return the error message it exits with, or None."""
-    try:
-        download.main([name])
-    except SystemExit as error:
-        return str(error)
-    return None
+    return run_stage(download, name)
 
 
 def raw_files(name="tiny"):

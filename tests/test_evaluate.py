@@ -5,18 +5,11 @@ import json
 import keras
 import numpy as np
 import pytest
+from helpers import run_stage
 from PIL import Image
 
 from stages import evaluate, train
 from stages.data import read_split
-
-
-def run_stage(stage, name):
-    try:
-        stage.main([name])
-    except SystemExit as error:
-        return str(error)
-    return None
 
 
 @pytest.fixture

@@ -1,17 +1,14 @@
 """Killed stages: training resumes where it stopped, and nothing half-written passes for an output."""
 
 import json
-import os
 import signal
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, run_train, save_params
+from helpers import read_train_report, run_python, run_stage, save_params
 
-from stages import evaluate
+from stages import evaluate, train
 from stages.config import load_params, model_spec
 from stages.files import staged_path
 from stages.resume import run_fingerprint
@@ -32,20 +29,15 @@ train.main(sys.argv[1:2])
 """
 
 
-def run_python(code, *args, cwd):
-    return subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=600, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
-
-
 def train_killed_after(project, name, epochs):
-    result = run_python(KILLED_MID_EPOCH, name, str(epochs), cwd=project)
+    result = run_python("-c", KILLED_MID_EPOCH, name, str(epochs), cwd=project)
     assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
 
 
 def outputs_of(project, name):
     """(weights, report, curve values) of a finished training run."""
     weights = [w.numpy() for w in keras.models.load_model(project / "models" / f"{name}.keras").weights]
-    report = json.loads((project / "reports/train" / f"{name}.json").read_text())
+    report = read_train_report(project, name)
     curves_dir = project / "reports/train" / name / "plots/metrics"
     curves = {path.relative_to(curves_dir).as_posix(): path.read_text() for path in curves_dir.rglob("*.tsv")}
     assert curves
@@ -56,6 +48,7 @@ def remove_outputs(project, name):
     """What DVC does before it re-runs a stage: delete the stage's outputs."""
     (project / "models" / f"{name}.keras").unlink()
     (project / "reports/train" / f"{name}.json").unlink()
+    (project / "reports/runs" / f"{name}.json").unlink()
 
 
 def use_transfer_with_dropout_and_augmentation(project):
@@ -74,7 +67,7 @@ def use_transfer_with_dropout_and_augmentation(project):
 ])
 def test_killed_run_resumes_and_ends_like_an_uninterrupted_one(tiny_project, name, killed_after, caplog):
     use_transfer_with_dropout_and_augmentation(tiny_project)
-    assert run_train(name) is None
+    assert run_stage(train, name) is None
     uninterrupted_weights, uninterrupted_report, uninterrupted_curves = outputs_of(tiny_project, name)
     remove_outputs(tiny_project, name)
 
@@ -85,7 +78,7 @@ def test_killed_run_resumes_and_ends_like_an_uninterrupted_one(tiny_project, nam
     assert state["epochs_done"] == killed_after
 
     caplog.set_level("INFO")
-    assert run_train(name) is None
+    assert run_stage(train, name) is None
 
     assert f"resuming from models/resume/{name} after epoch {killed_after}" in caplog.text
     weights, report, curves = outputs_of(tiny_project, name)
@@ -105,11 +98,11 @@ def test_changed_params_start_fresh(tiny_project, caplog):
     save_params(tiny_project, params)
 
     caplog.set_level("INFO")
-    assert run_train("digits_cnn") is None
+    assert run_stage(train, "digits_cnn") is None
 
     assert "comes from other params, data or code: starting fresh" in caplog.text
     assert "resuming" not in caplog.text
-    report = json.loads((tiny_project / "reports/train/digits_cnn.json").read_text())
+    report = read_train_report(tiny_project, "digits_cnn")
     assert report["resumed_after_epoch"] == 0 and report["epochs_run"] == 4
 
 
@@ -120,10 +113,10 @@ def test_changed_data_start_fresh(tiny_project, caplog):
     np.save(labels_path, labels[::-1].copy())
 
     caplog.set_level("INFO")
-    assert run_train("digits_cnn") is None
+    assert run_stage(train, "digits_cnn") is None
 
     assert "starting fresh" in caplog.text
-    assert json.loads((tiny_project / "reports/train/digits_cnn.json").read_text())["resumed_after_epoch"] == 0
+    assert read_train_report(tiny_project, "digits_cnn")["resumed_after_epoch"] == 0
 
 
 def test_fingerprint_covers_settings_and_file_contents(tmp_path):
@@ -141,7 +134,7 @@ def test_unreadable_checkpoint_starts_fresh(tiny_project, caplog):
     (tiny_project / "models/resume/digits_cnn/state.json").write_text("{not json")
 
     caplog.set_level("INFO")
-    assert run_train("digits_cnn") is None
+    assert run_stage(train, "digits_cnn") is None
 
     assert "is unreadable" in caplog.text and "starting fresh" in caplog.text
 
@@ -160,13 +153,13 @@ class KillInside:
         if self.temporary.suffix == ".keras":  # the model is written in full, not yet moved into place
             os.kill(os.getpid(), signal.SIGKILL)
         return self.inner.__exit__(*exc)
-train.staged_path = KillInside
+files.staged_path = KillInside  # save_model looks it up when it saves
 train.main(sys.argv[1:])
 """
 
 
 def test_stage_killed_while_writing_its_model_leaves_nothing_that_passes_for_it(tiny_project):
-    result = run_python(KILLED_WHILE_SAVING, "digits_cnn", cwd=tiny_project)
+    result = run_python("-c", KILLED_WHILE_SAVING, "digits_cnn", cwd=tiny_project)
     assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
 
     assert not (tiny_project / "models/digits_cnn.keras").exists()
@@ -176,7 +169,7 @@ def test_stage_killed_while_writing_its_model_leaves_nothing_that_passes_for_it(
     with pytest.raises(SystemExit, match=r"models/digits_cnn.keras is missing: run `dvc repro train@digits_cnn`"):
         evaluate.main(["digits_cnn"])
 
-    assert run_train("digits_cnn") is None  # the next run resumes, finishes and clears the leftover
+    assert run_stage(train, "digits_cnn") is None  # the next run resumes, finishes and clears the leftover
     assert [path.name for path in (tiny_project / "models").iterdir() if path.is_file()] == ["digits_cnn.keras"]
     assert model_spec(load_params(), "digits_cnn").report_path.is_file()
 
@@ -200,7 +193,7 @@ def test_a_write_killed_midway_never_replaces_the_output(tmp_path, kind):
     with staged_path(target, directory=kind == "dir") as temporary:
         (temporary / "images.npy").write_bytes(b"whole") if kind == "dir" else temporary.write_bytes(b"whole")
 
-    result = run_python(STAGED_WRITE_THEN_KILL, str(target), kind, cwd=tmp_path)
+    result = run_python("-c", STAGED_WRITE_THEN_KILL, str(target), kind, cwd=tmp_path)
 
     assert result.returncode == -signal.SIGKILL
     complete = target / "images.npy" if kind == "dir" else target

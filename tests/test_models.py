@@ -5,10 +5,10 @@ import hashlib
 import keras
 import numpy as np
 import pytest
-from conftest import REPO_ROOT
+from helpers import REPO_ROOT
 
 from stages.config import load_params
-from stages.models import BACKBONE_LAYER, BUILDER_MODULES, UnknownBuilderError, get_builder, resnet50, transfer
+from stages.models import BACKBONE_LAYER, UnknownBuilderError, get_builder, resnet50, transfer
 
 SHARED_WEIGHTS = REPO_ROOT.parent / "shared" / "weights"
 SMALL_BACKBONE = {"backbone": "MobileNet", "alpha": 0.25, "weights": "none"}
@@ -246,6 +246,18 @@ def test_a_few_steps_lower_the_loss(name, builder, network):
     assert losses[-1] < losses[0], f"{name}: losses {losses}"
 
 
-def test_every_builder_is_exercised():
-    used = {block["builder"] for block in load_params(REPO_ROOT / "params.yaml")["models"].values()}
-    assert used == set(BUILDER_MODULES)
+@pytest.mark.slow
+def test_pretrained_resnet50_transfer_model_builds_from_a_local_weights_file(tmp_path, monkeypatch):
+    """The block docs/models.md shows for signs_resnet50_pretrained, with a stand-in weights file."""
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    reference = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3))
+    name = "resnet50_imagenet_no_top.weights.h5"
+    reference.save_weights(folder / name)
+    (folder / "SHA256SUMS").write_text(f"{hashlib.sha256((folder / name).read_bytes()).hexdigest()}  {name}\n")
+    monkeypatch.setenv("LOCAL_WEIGHTS_DIR", str(folder))
+
+    model = get_builder("transfer")((32, 32, 3), 6, backbone="ResNet50", weights="imagenet", dropout=0.2)
+
+    assert not model.get_layer(BACKBONE_LAYER).trainable, "pretrained: the backbone starts frozen"
+    assert_same_values(backbone_values(model), [w.numpy() for w in reference.weights])

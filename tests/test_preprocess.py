@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import dataset_block, write_course_h5, write_image_folders, write_params
+from helpers import dataset_block, write_course_h5, write_image_folders, write_params
 from PIL import Image
 
 from stages import preprocess
@@ -23,7 +23,9 @@ def run_preprocess(name):
     preprocess.main([name])
     processed = PROCESSED_DIR / name
     train, test = (dict(zip(("images", "labels"), read_split(processed, split))) for split in ("train", "test"))
-    return train, test, json.loads((DATA_REPORTS_DIR / name / "summary.json").read_text())
+    summary, details = (json.loads((DATA_REPORTS_DIR / name / f"{report}.json").read_text())
+                        for report in ("summary", "details"))
+    return train, test, {**summary, "details": details}
 
 
 @pytest.fixture
@@ -43,7 +45,7 @@ def test_multiclass_arrays_shapes_dtypes_range_and_one_hot(three_classes):
         assert labels.shape == (expected_total, 3) and labels.dtype == np.float32
         assert set(np.unique(labels)) == {0.0, 1.0}
         np.testing.assert_array_equal(labels.sum(axis=1), 1.0)
-    assert summary["train"]["image_shape"] == [8, 8, 3] and summary["train"]["label_shape"] == [3]
+    assert summary["details"]["train"] == {"image_shape": [8, 8, 3], "label_shape": [3]}
     assert json.loads((three_classes / "data/processed/tiny/classes.json").read_text()) == ["red", "green", "blue"]
 
 
@@ -110,8 +112,8 @@ def test_unreadable_images_are_skipped_and_counted(three_classes, caplog):
 
     train, test, summary = run_preprocess("tiny")
 
-    assert summary["skipped"]["count"] == 2
-    assert sorted(summary["skipped"]["files"]) == ["data/raw/tiny/blue/truncated.jpg", "data/raw/tiny/red/garbage.jpg"]
+    assert summary["skipped"] == 2
+    assert sorted(summary["details"]["skipped_files"]) == ["data/raw/tiny/blue/truncated.jpg", "data/raw/tiny/red/garbage.jpg"]
     assert len(train["labels"]) + len(test["labels"]) == 40
     assert "garbage.jpg" in caplog.text
 

@@ -4,12 +4,14 @@ The expected counts are those ../shared/datasets/README.md lists for the upstrea
 """
 
 import json
+import math
 import shutil
 
 import pytest
-from conftest import REPO_ROOT, SHARED_DATASETS
+from helpers import REPO_ROOT, SHARED_DATASETS
 
 from stages import download, preprocess
+from stages.config import dataset_spec, load_params
 from stages.data import read_split
 
 pytestmark = [
@@ -33,13 +35,15 @@ def test_real_download_and_preprocess(project, monkeypatch, name):
 
     summary = json.loads((project / "reports/data" / name / "summary.json").read_text())
     assert summary["available"] == EXPECTED_AVAILABLE[name]
-    assert summary["skipped"]["count"] == 0
+    assert summary["skipped"] == 0
+    spec = dataset_spec(load_params(), name)
+    kept = {label: min(count, spec.max_per_class or count) for label, count in EXPECTED_AVAILABLE[name].items()}
+    total = sum(kept.values())
+    assert summary["train"]["total"] + summary["test"]["total"] == total
+    assert summary["test"]["total"] == math.ceil(spec.test_fraction * total)
+    for label, count in kept.items():
+        assert summary["train"]["per_class"][label] + summary["test"]["per_class"][label] == count
+        assert abs(summary["test"]["per_class"][label] - spec.test_fraction * count) <= 1, "stratified"
     images, labels = read_split(project / "data/processed" / name, "train")
-    assert images.shape[1:] == (64, 64, 3)
-    if name == "signs":
-        assert summary["train"]["total"] + summary["test"]["total"] == 1237
-        assert set(summary["test"]["per_class"].values()) == {21}
-    else:
-        assert summary["train"]["per_class"] == {"not_smiling": 600, "smiling": 600}
-        assert summary["test"]["per_class"] == {"not_smiling": 150, "smiling": 150}
-        assert labels.shape == (1200, 1)
+    assert images.shape == (summary["train"]["total"], spec.image_size, spec.image_size, 3)
+    assert labels.shape[0] == summary["train"]["total"]

@@ -1,32 +1,24 @@
 """The train stage on tiny generated data: outputs, best epoch, fine-tuning, determinism, bad params."""
 
-import json
-import os
-import subprocess
-import sys
-
 import keras
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, run_train, save_params
+from helpers import read_train_report, run_python, run_stage, save_params
 
 from stages import train
 from stages.config import load_params, model_spec
 from stages.data import encode_labels, read_split
-
-
-def read_report(project, name):
-    return json.loads((project / "reports/train" / f"{name}.json").read_text())
+from stages.files import file_sha256
 
 
 def test_train_writes_model_report_and_curves(tiny_project):
-    assert run_train("digits_cnn") is None
+    assert run_stage(train, "digits_cnn") is None
 
-    report = read_report(tiny_project, "digits_cnn")
+    report = read_train_report(tiny_project, "digits_cnn")
     assert report["epochs_run"] == 4 and 1 <= report["best_epoch"] <= 4
     assert report["train_images"] == 18 and report["validation_images"] == 6
     assert report["parameter_count"] == keras.models.load_model(tiny_project / "models/digits_cnn.keras").count_params()
-    assert report["device"] == "CPU" and report["mixed_precision"] is False
+    assert report["device"].startswith(("CPU", "GPU")) and isinstance(report["mixed_precision"], bool)
     assert report["images_per_second"] > 0 and report["wall_time_seconds"] > 0
     assert report["training_peak_memory_mib"] > 100, "TensorFlow alone takes more than that"
     for curve in ("train/loss", "eval/loss", "train/accuracy", "eval/accuracy"):
@@ -38,9 +30,9 @@ def test_saved_model_is_the_best_epoch(tiny_project):
     params = load_params()
     params["train"]["monitor"] = "val_accuracy"
     save_params(tiny_project, params)
-    assert run_train("faces_cnn") is None
+    assert run_stage(train, "faces_cnn") is None
 
-    report = read_report(tiny_project, "faces_cnn")
+    report = read_train_report(tiny_project, "faces_cnn")
     spec = model_spec(load_params(), "faces_cnn")
     images, labels = read_split(tiny_project / "data/processed/faces", "train")
     _, held_out = train.validation_split(labels, spec.train["validation_fraction"], spec.seed)
@@ -53,9 +45,9 @@ def test_saved_model_is_the_best_epoch(tiny_project):
 
 
 def test_fine_tune_runs_a_second_phase(tiny_project):
-    assert run_train("digits_transfer") is None
+    assert run_stage(train, "digits_transfer") is None
 
-    report = read_report(tiny_project, "digits_transfer")
+    report = read_train_report(tiny_project, "digits_transfer")
     assert report["epochs_run"] == 2 and report["weights"] == "none"
     lines = (tiny_project / "reports/train/digits_transfer/plots/metrics/train/loss.tsv").read_text().splitlines()
     assert [line.split("\t")[0] for line in lines[1:]] == ["0", "1"], "both phases log to one curve"
@@ -80,19 +72,21 @@ def model_weights(project, name):
 
 
 def test_same_seed_same_model_other_seed_other_model(tiny_project):
-    assert run_train("digits_cnn") is None
-    first_weights, first_report = model_weights(tiny_project, "digits_cnn"), read_report(tiny_project, "digits_cnn")
-    assert run_train("digits_cnn") is None
-    second_weights, second_report = model_weights(tiny_project, "digits_cnn"), read_report(tiny_project, "digits_cnn")
+    assert run_stage(train, "digits_cnn") is None
+    first_weights, first_report = model_weights(tiny_project, "digits_cnn"), read_train_report(tiny_project, "digits_cnn")
+    first_file = file_sha256(tiny_project / "models/digits_cnn.keras")
+    assert run_stage(train, "digits_cnn") is None
+    second_weights, second_report = model_weights(tiny_project, "digits_cnn"), read_train_report(tiny_project, "digits_cnn")
     for a, b in zip(first_weights, second_weights):
         np.testing.assert_array_equal(a, b)
+    assert file_sha256(tiny_project / "models/digits_cnn.keras") == first_file, "same weights, same file bytes"
     for key in ("best_epoch", "best_val_accuracy", "best_val_loss"):
         assert first_report[key] == second_report[key]
 
     params = load_params()
     params["seed"] = 6
     save_params(tiny_project, params)
-    assert run_train("digits_cnn") is None
+    assert run_stage(train, "digits_cnn") is None
     third_weights = model_weights(tiny_project, "digits_cnn")
     assert not all(np.array_equal(a, b) for a, b in zip(first_weights, third_weights))
 
@@ -116,7 +110,7 @@ def test_bad_params_fail_before_training(tiny_project, change, expected):
     change(params)
     save_params(tiny_project, params)
 
-    message = run_train("faces_cnn")
+    message = run_stage(train, "faces_cnn")
 
     assert message is not None and message.startswith("train faces_cnn: error:")
     assert expected in message
@@ -125,7 +119,7 @@ def test_bad_params_fail_before_training(tiny_project, change, expected):
 
 
 def test_unknown_model_lists_the_known_ones(tiny_project):
-    assert "unknown model 'gpt': params.yaml defines digits_cnn, digits_transfer, faces_cnn" in run_train("gpt")
+    assert "unknown model 'gpt': params.yaml defines digits_cnn, digits_transfer, faces_cnn" in run_stage(train, "gpt")
 
 
 def test_labels_that_do_not_fit_the_declared_classes(tiny_project):
@@ -133,7 +127,7 @@ def test_labels_that_do_not_fit_the_declared_classes(tiny_project):
     params["datasets"]["digits"]["classes"] = {"0": "0", "1": "1", "2": "2", "3": "3"}
     save_params(tiny_project, params)
 
-    assert "labels 3 wide, but params.yaml declares 4 classes" in run_train("digits_cnn")
+    assert "labels 3 wide, but params.yaml declares 4 classes" in run_stage(train, "digits_cnn")
 
 
 TWO_CPU_DEVICES = """
@@ -149,10 +143,9 @@ train.main(sys.argv[1:])
 def train_in_subprocess(project, name, launcher=("-m", "stages.train")):
     """Run the train stage in a fresh process, as `dvc repro` does (TensorFlow's global settings
     included); launcher ("-c", TWO_CPU_DEVICES) first splits the CPU into two logical devices."""
-    result = subprocess.run([sys.executable, *launcher, name], cwd=project, capture_output=True,
-                            text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    result = run_python(*launcher, name, cwd=project)
     assert result.returncode == 0, result.stderr[-3000:]
-    return read_report(project, name), model_weights(project, name)
+    return read_train_report(project, name), model_weights(project, name)
 
 
 def test_mirrored_run_on_two_cpu_devices_matches_a_single_device_run(tiny_project):
@@ -175,8 +168,7 @@ def test_batch_that_does_not_split_over_the_replicas(tiny_project):
     params = load_params()
     params["train"].update(distribution="mirrored", batch_size=7)
     save_params(tiny_project, params)
-    result = subprocess.run([sys.executable, "-c", TWO_CPU_DEVICES, "digits_cnn"], cwd=tiny_project,
-                            capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    result = run_python("-c", TWO_CPU_DEVICES, "digits_cnn", cwd=tiny_project)
     assert result.returncode == 1
     assert "batch_size 7 does not split evenly over 2 replicas of the mirrored distribution" in result.stderr
 

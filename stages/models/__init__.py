@@ -32,9 +32,15 @@ def get_builder(name):
     return getattr(module, f"build_{name}")
 
 
-def builder_module_path(name):
-    """The source file of a builder's module, as dvc.yaml lists it in deps."""
-    return BUILDER_MODULES[name].replace(".", "/") + ".py"
+def pretrained_weights(weights):
+    """A transfer block's `weights` as one string: 'imagenet', a weights file's path, or 'none' (random)."""
+    value = "none" if weights is None else str(weights)
+    return "none" if value.lower() in ("none", "null") else value
+
+
+def weights_origin(builder, network):
+    """What a model starts from: pretrained weights for a transfer model that names them, else 'none'."""
+    return pretrained_weights(network.get("weights", "imagenet")) if builder == "transfer" else "none"
 
 
 class MissingModelError(FileNotFoundError):
@@ -49,3 +55,61 @@ def load_trained_model(spec):
         raise MissingModelError(f"{spec.model_path} is missing: run `dvc repro train@{spec.name}` first")
     get_builder(spec.builder)
     return keras.models.load_model(spec.model_path)
+
+
+# A fixed time for every member of a .keras archive: zip entries carry a modification time.
+ARCHIVE_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+def renumber_shared_objects(config):
+    """The model config with `shared_object_id`s numbered 1, 2, ... in order of appearance.
+
+    Keras writes the Python id() (a memory address) of each object that several layers share; the
+    ids only pair the layers up on loading, so any consistent numbering loads the same model.
+    """
+    numbers = {}
+
+    def renumber(value):
+        if isinstance(value, dict):
+            return {key: (numbers.setdefault(item, len(numbers) + 1) if key == "shared_object_id" else renumber(item))
+                    for key, item in value.items()}
+        if isinstance(value, list):
+            return [renumber(item) for item in value]
+        return value
+
+    return renumber(config)
+
+
+def save_model(model, path):
+    """Save a .keras file, atomically, whose bytes depend only on the model.
+
+    Keras writes the save time into the archive (metadata.json's date_saved and every member's zip
+    time), so two runs that give identical weights would give files with different hashes, and DVC
+    would re-run everything downstream. The archive is rewritten without them.
+    """
+    import json
+    import shutil
+    import zipfile
+
+    from stages.files import staged_path
+
+    with staged_path(path) as temporary:
+        saved = temporary.with_name(temporary.name + "-keras.keras")  # staged_path clears it if we are killed
+        try:
+            model.save(saved)
+            with zipfile.ZipFile(saved) as source, zipfile.ZipFile(temporary, "w") as target:
+                for member in sorted(source.infolist(), key=lambda member: member.filename):
+                    entry = zipfile.ZipInfo(member.filename, date_time=ARCHIVE_TIME)
+                    entry.compress_type, entry.external_attr = member.compress_type, member.external_attr
+                    if member.filename == "metadata.json":
+                        metadata = json.loads(source.read(member))
+                        metadata.pop("date_saved", None)
+                        target.writestr(entry, json.dumps(metadata, sort_keys=True))
+                        continue
+                    if member.filename == "config.json":
+                        target.writestr(entry, json.dumps(renumber_shared_objects(json.loads(source.read(member)))))
+                        continue
+                    with source.open(member) as reader, target.open(entry, "w", force_zip64=True) as writer:
+                        shutil.copyfileobj(reader, writer, 1 << 20)
+        finally:
+            saved.unlink(missing_ok=True)

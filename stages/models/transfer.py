@@ -20,7 +20,7 @@ from pathlib import Path
 import keras
 
 from stages.files import file_sha256
-from stages.models import BACKBONE_LAYER
+from stages.models import BACKBONE_LAYER, pretrained_weights
 from stages.models.heads import classifier_output
 
 LOCAL_WEIGHTS_ENV = "LOCAL_WEIGHTS_DIR"
@@ -121,7 +121,7 @@ def make_backbone(name, input_size, alpha=1.0, weights="imagenet"):
     options = {"include_top": False, "input_shape": (input_size, input_size, 3), "name": BACKBONE_LAYER}
     if name != "ResNet50":
         options["alpha"] = alpha
-    weights = "none" if weights is None else str(weights)
+    weights = pretrained_weights(weights)
     if weights == "imagenet" and local_weights_dir() is None:
         return _download_imagenet(backbone, name, options)
     model = backbone.constructor(weights=None, **options)
@@ -175,7 +175,7 @@ def build_transfer(input_shape, num_classes, backbone, weights="imagenet", alpha
         x = keras.layers.Resizing(input_size, input_size, name="resize")(x)
     x = BackboneInput(backbone, name="backbone_input")(x)
     base = make_backbone(backbone, input_size, alpha, weights)
-    if str(weights).lower() in ("none", "null"):
+    if pretrained_weights(weights) == "none":
         # Random weights give no features to transfer: the whole network trains from scratch.
         x = base(x)
     else:

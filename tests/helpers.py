@@ -1,0 +1,120 @@
+"""Helpers the tests share: tiny datasets made on the fly, params blocks, and running a stage."""
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+import h5py
+import numpy as np
+import yaml
+from PIL import Image
+
+from stages.data import encode_labels, save_split
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATASETS = REPO_ROOT.parent / "shared" / "datasets"
+
+
+def write_image_folders(root, images_per_folder, size=(20, 16), mode="RGB", seed=0):
+    """Write JPEGs into root/<folder>/; each folder's images share a base colour so classes differ."""
+    rng = np.random.default_rng(seed)
+    for folder_index, (folder, count) in enumerate(images_per_folder.items()):
+        directory = Path(root) / folder
+        directory.mkdir(parents=True, exist_ok=True)
+        base = (40 + 50 * folder_index) % 256
+        for image_index in range(count):
+            channels = 3 if mode == "RGB" else 1
+            pixels = np.clip(base + rng.integers(-20, 20, size=(size[1], size[0], channels)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels.squeeze(), mode=mode).save(directory / f"img_{image_index:03d}.jpg", quality=95)
+    return Path(root)
+
+
+def write_course_h5(path, split, images, labels, list_classes):
+    """Write one HDF5 file in the course layout: <split>_set_x, <split>_set_y, list_classes."""
+    with h5py.File(path, "w") as handle:
+        handle.create_dataset(f"{split}_set_x", data=np.asarray(images, dtype=np.uint8))
+        handle.create_dataset(f"{split}_set_y", data=np.asarray(labels, dtype=np.int64))
+        handle.create_dataset("list_classes", data=list_classes)
+    return Path(path)
+
+
+def zip_folder(source_dir, archive_path, top="top"):
+    """Zip source_dir under a single top folder, as GitHub's archives are laid out."""
+    with zipfile.ZipFile(archive_path, "w") as archive:
+        for path in sorted(Path(source_dir).rglob("*")):
+            if path.is_file():
+                archive.write(path, f"{top}/{path.relative_to(source_dir).as_posix()}")
+    return Path(archive_path)
+
+
+def tar_folder(source_dir, archive_path, top="top"):
+    with tarfile.open(archive_path, "w:gz") as archive:
+        archive.add(source_dir, arcname=top)
+    return Path(archive_path)
+
+
+def dataset_block(source, classes, fingerprint=None, test_fraction=0.25, image_size=8, max_per_class=None):
+    return {"source": source, "classes": classes, "test_fraction": test_fraction, "image_size": image_size,
+            "max_per_class": max_per_class, "fingerprint": fingerprint}
+
+
+def write_params(project_dir, datasets, seed=7):
+    """Write a params.yaml holding the given dataset blocks; return the params dict."""
+    params = {"seed": seed, "datasets": datasets}
+    save_params(Path(project_dir), params)
+    return params
+
+
+TRAIN_DEFAULTS = {
+    "optimizer": "adam", "learning_rate": 0.01, "batch_size": 8, "epochs": 3, "validation_fraction": 0.25,
+    "monitor": "val_loss", "early_stopping_patience": None, "class_weight": None, "fine_tune": None,
+    "mixed_precision": "auto", "jit_compile": False, "distribution": "none",
+}
+
+
+def write_processed(project, name, num_classes, per_class=8, size=16, seed=0):
+    """data/processed/<name>/{train,test}/ with classes told apart by brightness (test: half as many)."""
+    directory = project / "data/processed" / name
+    directory.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for split, count in (("train", per_class), ("test", per_class // 2)):
+        class_ids = np.repeat(np.arange(num_classes), count)
+        images = np.clip(rng.normal(0.2 + 0.6 * class_ids[:, None, None, None] / max(num_classes - 1, 1), 0.1,
+                                    size=(len(class_ids), size, size, 3)), 0, 1).astype(np.float32)
+        save_split(directory, split, images, encode_labels(class_ids, num_classes))
+
+
+def save_params(project, params):
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def leftovers(directory):
+    """Anything under directory, e.g. partial folders an interrupted stage left behind."""
+    directory = Path(directory)
+    return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
+
+
+
+def run_stage(stage, *args):
+    """Run a stage module's main() in this process; its error message, or None when it succeeded."""
+    try:
+        stage.main(list(args))
+    except SystemExit as error:
+        return str(error)
+    return None
+
+
+def run_python(*args, cwd, timeout=600, env=None):
+    """`python *args` in a fresh process that imports the project's stages, as `dvc repro` runs them."""
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT), **(env or {})})
+
+
+def read_train_report(project, name):
+    """A training run's metrics (reports/train/) and run facts (reports/runs/) as one dict."""
+    return {**json.loads((Path(project) / "reports/train" / f"{name}.json").read_text()),
+            **json.loads((Path(project) / "reports/runs" / f"{name}.json").read_text())}
