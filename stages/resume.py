@@ -1,6 +1,7 @@
 """Resuming an interrupted training run from its last completed epoch.
 
-After every epoch the train stage writes a checkpoint folder, models/resume/<model>/, atomically:
+The train stage talks to one ResumableRun; everything about resuming lives here. After every epoch
+it writes a checkpoint folder, models/resume/<model>/, atomically:
 the model's weights, the random-generator states of layers such as dropout (Keras's weights files
 leave them out), the optimizer's state, the early stopper's best weights, and a JSON record
 of where training stands and of every epoch's logs. The record carries a fingerprint of what the run
@@ -200,3 +201,71 @@ class EpochCheckpoint(keras.callbacks.Callback):
         state.stopper = self.stopper.progress()
         state.fit_seconds = self.seconds_before + time.perf_counter() - self.started
         self.checkpoint.save(state, self.model, self.stopper.best_weights)
+
+
+class ResumableRun:
+    """One model's training run as it may be resumed: its checkpoint, where it stands, and the callbacks
+    that save it after each epoch.
+
+    The train stage runs its phases (one fit call each) in order and asks, per phase, whether it is
+    already done and for its callbacks; this object restores what an interrupted run had reached.
+    """
+
+    def __init__(self, directory, fingerprint):
+        self.checkpoint = Checkpoint(directory, fingerprint)
+        self.state = self.checkpoint.load() or TrainingState(fingerprint)
+        self.resumed_after_epoch = self.state.epochs_done
+
+    def replay_logs(self, callback):
+        """Hand the epochs logged before the interruption to a callback (dvclive's curves)."""
+        for epoch, logs in enumerate(self.state.epoch_logs):
+            callback.on_epoch_end(epoch, logs)
+
+    def skips(self, phase):
+        """Whether phase `phase` ended before the interrupted run's current phase began."""
+        return phase < self.state.phase
+
+    def phase_callbacks(self, phase, epochs, model, **early_stopping):
+        """[early stopper, checkpoint saver] for phase `phase` of `epochs` epochs, or None when the
+        interrupted run had finished it (its best weights are then back in the model).
+
+        Call it with the model compiled for the phase: a phase under way when the run was
+        interrupted gets its weights, random-generator and optimizer states restored.
+        """
+        state = self.state
+        resumed = phase == state.phase and state.epochs_done > state.phase_first_epoch
+        if resumed:
+            self.checkpoint.restore_into(model)
+            restored, best_weights = state.stopper, self.checkpoint.best_weights()
+            if state.phase_finished:
+                if best_weights is not None:
+                    model.set_weights(best_weights)
+                return None
+        else:
+            state.phase, state.phase_first_epoch, state.phase_finished = phase, state.epochs_done, False
+            restored, best_weights = None, None
+        stopper = ResumableEarlyStopping(restored, best_weights, restore_best_weights=True, **early_stopping)
+        return [stopper, EpochCheckpoint(self.checkpoint, state, stopper, self.end_epoch(epochs), state.fit_seconds)]
+
+    @property
+    def first_epoch(self):
+        """The epoch the current phase's fit call starts from."""
+        return self.state.epochs_done
+
+    def end_epoch(self, epochs):
+        """The epoch after the current phase's last."""
+        return self.state.phase_first_epoch + epochs
+
+    @property
+    def best_epoch(self):
+        """The best epoch (0-based) of the last phase by its monitor."""
+        return self.state.stopper.get("best_epoch", 0)
+
+    def history(self):
+        """{log key: [value per epoch]} over every epoch of the run."""
+        logs = self.state.epoch_logs
+        return {key: [epoch[key] for epoch in logs] for key in logs[-1]}
+
+    def finish(self):
+        """Delete the checkpoint: the run is complete and its outputs are written."""
+        self.checkpoint.discard()

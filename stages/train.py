@@ -11,8 +11,7 @@ completed epoch when it is started again with the same settings, data and code (
 """
 
 import logging
-import sys
-import time
+from pathlib import Path
 
 import numpy as np
 from sklearn.utils.class_weight import compute_class_weight
@@ -22,9 +21,8 @@ from stages.config import ParamsError, load_params, model_spec
 from stages.data import MissingDataError, class_indices, label_width, load_split, split_files
 from stages.files import write_json
 from stages.inputs import ordered_batches, steps_per_epoch, training_batches
-from stages.models import (BACKBONE_LAYER, BUILDER_MODULES, UnknownBuilderError, get_builder, save_model,
-                           weights_origin)
-from stages.resume import Checkpoint, EpochCheckpoint, ResumableEarlyStopping, TrainingState, run_fingerprint
+from stages.models import BACKBONE_LAYER, UnknownBuilderError, get_builder, save_model, weights_origin
+from stages.resume import ResumableRun, run_fingerprint
 from stages.splits import SplitError, stratified_holdout
 
 log = logging.getLogger("train")
@@ -138,37 +136,33 @@ def unfreeze_top_layers(model, count):
 
 
 def training_phases(train):
-    """(name, epochs, learning rate, backbone layers to unfreeze) for each call to fit."""
-    phases = [("train", train["epochs"], train["learning_rate"], None)]
+    """(epochs, learning rate, backbone layers to unfreeze or None) for each call to fit."""
+    phases = [(train["epochs"], train["learning_rate"], None)]
     if train.get("fine_tune"):
         fine_tune = train["fine_tune"]
-        phases.append(("fine_tune", fine_tune["epochs"], fine_tune["learning_rate"], fine_tune["layers"]))
+        phases.append((fine_tune["epochs"], fine_tune["learning_rate"], fine_tune["layers"]))
     return phases
 
 
 def training_fingerprint(spec):
-    """What a checkpoint must match to be resumed: the model's settings, its training data, the code."""
+    """What a checkpoint must match to be resumed: the model's settings, its training data, the code.
+
+    The code is every module of the stages package: more than the stage imports, so an unrelated
+    edit only costs a fresh start, and no list of files is kept by hand.
+    """
     settings = {"model": spec.name, "dataset": spec.dataset.name, "classes": spec.dataset.class_names,
                 "builder": spec.builder, "network": spec.network, "train": spec.train, "seed": spec.seed}
-    # This module is __main__ under `python -m stages.train`: its own file is __file__.
-    code = [__file__, *(sys.modules[name].__file__ for name in ("stages.inputs", "stages.resume", "stages.models",
-                                                                 "stages.models.heads", BUILDER_MODULES[spec.builder]))]
+    code = sorted(Path(__file__).parent.rglob("*.py"))
     return run_fingerprint(settings, [*split_files(spec.dataset.processed_dir, "train"), *code])
 
 
-def return_freed_memory():
-    """Hand memory that Python and NumPy freed back to the system (glibc only; elsewhere a no-op).
-
-    glibc keeps freed blocks for reuse instead of returning them; Keras's in-memory .keras archive
-    then comes on top of them: 250 MiB more peak memory for ResNet50 without this.
-    """
-    import ctypes
-    import ctypes.util
-
-    try:
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+def load_training_split(spec):
+    """The memory-mapped training split, checked against the classes params.yaml declares."""
+    images, labels = load_split(spec.dataset, "train", mmap_mode="r")
+    if labels.shape[1] != label_width(spec.dataset.num_classes):
+        raise TrainError(f"{spec.dataset.processed_dir} has labels {labels.shape[1]} wide, but params.yaml declares "
+                         f"{spec.dataset.num_classes} classes for '{spec.dataset.name}': re-run its preprocess stage")
+    return images, labels
 
 
 def train_model(spec):
@@ -176,121 +170,87 @@ def train_model(spec):
     from dvclive import Live
     from dvclive.keras import DVCLiveCallback
 
-    train = spec.train
+    train, batch_size = spec.train, spec.train["batch_size"]
     strategy, runtime = configure_runtime(train, spec.seed)
-    if train["batch_size"] % runtime["replicas"]:
-        raise TrainError(f"models.{spec.name}: batch_size {train['batch_size']} does not split evenly over "
+    if batch_size % runtime["replicas"]:
+        raise TrainError(f"models.{spec.name}: batch_size {batch_size} does not split evenly over "
                          f"{runtime['replicas']} replicas of the {train['distribution']} distribution")
-    images, labels = load_split(spec.dataset, "train", mmap_mode="r")
-    expected_width = label_width(spec.dataset.num_classes)
-    if labels.shape[1] != expected_width:
-        raise TrainError(f"{spec.dataset.processed_dir} has labels {labels.shape[1]} wide, but params.yaml declares "
-                         f"{spec.dataset.num_classes} classes for '{spec.dataset.name}': re-run its preprocess stage")
+    images, labels = load_training_split(spec)
     train_indices, validation_indices = validation_split(labels, train["validation_fraction"], spec.seed)
+    validation = ordered_batches((images, labels), batch_size, validation_indices)
+    class_weight = balanced_class_weight(labels[train_indices]) if train["class_weight"] == "balanced" else None
     with strategy.scope():
         model = build_model(spec, images.shape[1:])
-    class_weight = balanced_class_weight(labels[train_indices]) if train["class_weight"] == "balanced" else None
-    batch_size = train["batch_size"]
-    validation = ordered_batches((images, labels), batch_size, validation_indices)
-    checkpoint = Checkpoint(spec.resume_dir, training_fingerprint(spec))
-    state = checkpoint.load() or TrainingState(checkpoint.fingerprint)
-    log.info("%s: %s parameters; %d training and %d validation images of %s on %s (%d replica%s)", spec.name,
-             f"{model.count_params():,}", len(train_indices), len(validation_indices), spec.dataset.name,
-             runtime["device"], runtime["replicas"], "" if runtime["replicas"] == 1 else "s")
-    if state.epochs_done:
-        log.info("%s: resuming from %s after epoch %d (params, data and code unchanged)", spec.name,
-                 checkpoint.directory, state.epochs_done)
+    run = ResumableRun(spec.resume_dir, training_fingerprint(spec))
+    log.info("%s: %s parameters; %d training and %d validation images of %s on %s (%d replica(s)); %s",
+             spec.name, f"{model.count_params():,}", len(train_indices), len(validation_indices), spec.dataset.name,
+             runtime["device"], runtime["replicas"],
+             f"resuming from {spec.resume_dir} after epoch {run.resumed_after_epoch}" if run.resumed_after_epoch
+             else "from the first epoch")
 
-    resumed_after_epoch = state.epochs_done
-    fit_seconds, best_epoch = state.fit_seconds, state.stopper.get("best_epoch", 0)
     with Live(str(spec.live_dir), dvcyaml=False, save_dvc_exp=False) as live:
         live_callback = DVCLiveCallback(live=live)
-        for epoch, logs in enumerate(state.epoch_logs):  # the curves of the epochs done before the interruption
-            live_callback.on_epoch_end(epoch, logs)
-        for phase_index, (phase, epochs, learning_rate, unfreeze) in enumerate(training_phases(train)):
+        run.replay_logs(live_callback)
+        for phase, (epochs, learning_rate, unfreeze) in enumerate(training_phases(train)):
             if unfreeze:
                 unfreeze_top_layers(model, unfreeze)
-            if phase_index < state.phase:
+            if run.skips(phase):
                 continue
             with strategy.scope():
-                compile_model(model, train["optimizer"], learning_rate, spec.dataset.num_classes,
-                              runtime["jit_compile"])
-            if runtime["jit_compile"] and not model.jit_compile:
-                log.warning("%s: Keras cannot compile this model with XLA (a layer does not support it): "
-                            "training without", spec.name)
-                runtime["jit_compile"] = False
-            resumed = phase_index == state.phase and state.epochs_done > state.phase_first_epoch
-            if resumed:
-                with strategy.scope():
-                    checkpoint.restore_into(model)
-                restored, restored_best_weights = state.stopper, checkpoint.best_weights()
-            else:
-                state.phase, state.phase_first_epoch, state.phase_finished = phase_index, state.epochs_done, False
-                restored, restored_best_weights = None, None
-            end_epoch = state.phase_first_epoch + epochs
-            stopper = ResumableEarlyStopping(restored, restored_best_weights, monitor=train["monitor"],
-                                             restore_best_weights=True,
-                                             patience=train["early_stopping_patience"] or epochs)
-            if resumed and state.phase_finished:
-                # Interrupted after this phase's last epoch: end the phase as its fit call would have.
-                if restored_best_weights is not None:
-                    model.set_weights(restored_best_weights)
-                best_epoch = state.stopper["best_epoch"]
+                compile_model(model, train["optimizer"], learning_rate, spec.dataset.num_classes, runtime["jit_compile"])
+            callbacks = run.phase_callbacks(phase, epochs, model, monitor=train["monitor"],
+                                            patience=train["early_stopping_patience"] or epochs)
+            if callbacks is None:
                 continue
-            log.info("%s: phase %s: epochs %d to %d at learning rate %g", spec.name, phase,
-                     state.epochs_done + 1, end_epoch, learning_rate)
-            batches = training_batches(images, labels, train_indices, batch_size, spec.seed,
-                                       state.epochs_done, end_epoch)
-            saver = EpochCheckpoint(checkpoint, state, stopper, end_epoch, fit_seconds)
-            started = time.perf_counter()
+            log.info("%s: phase %d: epochs %d to %d at learning rate %g", spec.name, phase + 1, run.first_epoch + 1,
+                     run.end_epoch(epochs), learning_rate)
+            batches = training_batches(images, labels, train_indices, batch_size, spec.seed, run.first_epoch,
+                                       run.end_epoch(epochs))
             model.fit(batches, steps_per_epoch=steps_per_epoch(len(train_indices), batch_size),
-                      validation_data=validation, epochs=end_epoch, initial_epoch=state.epochs_done,
-                      class_weight=class_weight, shuffle=False, callbacks=[stopper, saver, live_callback], verbose=2)
-            fit_seconds += time.perf_counter() - started
-            best_epoch = stopper.best_epoch
+                      validation_data=validation, epochs=run.end_epoch(epochs), initial_epoch=run.first_epoch,
+                      class_weight=class_weight, shuffle=False, callbacks=[*callbacks, live_callback], verbose=2)
+    run.checkpoint.wait()
 
-    history = {key: [logs[key] for logs in state.epoch_logs] for key in state.epoch_logs[-1]}
-    training_peak_mib = peak_memory_mib()
-    # Free the last checkpoint's copy of the variables and the best weights before Keras builds the
-    # .keras archive in memory (weights and optimizer state, 270 MiB for ResNet50): together they were
-    # the stage's peak memory.
-    checkpoint.wait()
-    stopper = saver = restored_best_weights = None
-    return_freed_memory()
     save_model(model, spec.model_path)
-    # The metrics hold what the same settings and data reproduce; times and the machine go to the run facts,
-    # so a retrain that gives the same weights changes no file that evaluate or compare depend on.
-    report = {
+    write_reports(spec, model, run, runtime, len(train_indices), len(validation_indices))
+    run.finish()
+    return run
+
+
+def write_reports(spec, model, run, runtime, train_images, validation_images):
+    """The training metrics (what the same settings and data reproduce) and the facts of this run.
+
+    Times and the machine go to the run facts, so a retrain that gives the same weights changes no
+    file that evaluate or compare depend on.
+    """
+    history, best_epoch, state = run.history(), run.best_epoch, run.state
+    write_json(spec.report_path, {
         "parameter_count": int(model.count_params()),
         "trainable_parameter_count": int(sum(np.prod(weight.shape) for weight in model.trainable_weights)),
-        "train_images": int(len(train_indices)), "validation_images": int(len(validation_indices)),
+        "train_images": train_images, "validation_images": validation_images,
         "epochs_run": state.epochs_done, "best_epoch": best_epoch + 1,
         "best_val_accuracy": float(history["val_accuracy"][best_epoch]),
         "best_val_loss": float(history["val_loss"][best_epoch]),
-    }
-    run = {
+    })
+    write_json(spec.run_path, {
         "weights": weights_origin(spec.builder, spec.network),
-        "wall_time_seconds": round(fit_seconds, 2),
-        "images_per_second": round(len(train_indices) * state.epochs_done / fit_seconds, 1),
+        "wall_time_seconds": round(state.fit_seconds, 2),
+        "images_per_second": round(train_images * state.epochs_done / state.fit_seconds, 1),
         "epoch_seconds": state.epoch_seconds,
-        "training_peak_memory_mib": training_peak_mib,
-        "resumed_after_epoch": resumed_after_epoch,
+        "peak_memory_mib": peak_memory_mib(),
+        "resumed_after_epoch": run.resumed_after_epoch,
         **runtime, "seed": spec.seed,
-    }
-    write_json(spec.report_path, report)
-    write_json(spec.run_path, run)
-    checkpoint.discard()
-    return report | run
+    })
 
 
 def main(argv=None):
     args = parse_stage_arguments(__doc__, argv, model="a key of the models section of params.yaml")
     with exit_on(f"train {args.model}", TrainError, ParamsError, MissingDataError):
         spec = model_spec(load_params(), args.model)
-        report = train_model(spec)
-    log.info("%s: wrote %s and %s: best epoch %d of %d, validation accuracy %.3f, %.0f images/s on %s",
-             spec.name, spec.model_path, spec.report_path, report["best_epoch"], report["epochs_run"],
-             report["best_val_accuracy"], report["images_per_second"], report["device"])
+        run = train_model(spec)
+    log.info("%s: wrote %s and %s: best epoch %d of %d, validation loss %.4f, %.1f s of training",
+             spec.name, spec.model_path, spec.report_path, run.best_epoch + 1, run.state.epochs_done,
+             run.history()["val_loss"][run.best_epoch], run.state.fit_seconds)
 
 
 if __name__ == "__main__":

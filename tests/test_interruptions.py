@@ -59,6 +59,7 @@ def use_transfer_with_dropout_and_augmentation(project):
     save_params(project, params)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, killed_after", [
     ("digits_cnn", 2),        # mid-run
     ("digits_transfer", 1),   # in the first phase
@@ -91,6 +92,7 @@ def test_killed_run_resumes_and_ends_like_an_uninterrupted_one(tiny_project, nam
     assert not (tiny_project / "models/resume" / name).exists(), "a finished run deletes its checkpoint"
 
 
+@pytest.mark.slow
 def test_changed_params_start_fresh(tiny_project, caplog):
     train_killed_after(tiny_project, "digits_cnn", 2)
     params = load_params()
@@ -106,6 +108,7 @@ def test_changed_params_start_fresh(tiny_project, caplog):
     assert report["resumed_after_epoch"] == 0 and report["epochs_run"] == 4
 
 
+@pytest.mark.slow
 def test_changed_data_start_fresh(tiny_project, caplog):
     train_killed_after(tiny_project, "digits_cnn", 1)
     labels_path = tiny_project / "data/processed/digits/train/labels.npy"
@@ -129,6 +132,7 @@ def test_fingerprint_covers_settings_and_file_contents(tmp_path):
     assert run_fingerprint({"learning_rate": 0.1}, [data]) != first
 
 
+@pytest.mark.slow
 def test_unreadable_checkpoint_starts_fresh(tiny_project, caplog):
     train_killed_after(tiny_project, "digits_cnn", 1)
     (tiny_project / "models/resume/digits_cnn/state.json").write_text("{not json")
@@ -158,6 +162,7 @@ train.main(sys.argv[1:])
 """
 
 
+@pytest.mark.slow
 def test_stage_killed_while_writing_its_model_leaves_nothing_that_passes_for_it(tiny_project):
     result = run_python("-c", KILLED_WHILE_SAVING, "digits_cnn", cwd=tiny_project)
     assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
@@ -187,6 +192,7 @@ with staged_path(Path(sys.argv[1]), directory=sys.argv[2] == "dir") as temporary
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["file", "dir"])
 def test_a_write_killed_midway_never_replaces_the_output(tmp_path, kind):
     target = tmp_path / "out" / ("split" if kind == "dir" else "report.json")

@@ -222,10 +222,10 @@ def project_models():
     """(name, builder, network) of every model in params.yaml, with random weights (nothing to fetch)."""
     models = load_params(REPO_ROOT / "params.yaml")["models"]
     return [pytest.param(name, block["builder"], {**block.get("network", {}), **(
-        {"weights": "none"} if block["builder"] == "transfer" else {})}, id=name,
-        marks=[pytest.mark.slow] if "resnet50" in name else []) for name, block in models.items()]
+        {"weights": "none"} if block["builder"] == "transfer" else {})}, id=name) for name, block in models.items()]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, builder, network", project_models())
 def test_a_few_steps_lower_the_loss(name, builder, network):
     datasets = load_params(REPO_ROOT / "params.yaml")["datasets"]

@@ -1,13 +1,11 @@
 """predict: classifying new image files with a saved model, and its errors."""
 
 import json
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
-from helpers import REPO_ROOT
+from helpers import run_python
 from PIL import Image
 
 from stages import predict
@@ -49,13 +47,7 @@ def test_plain_and_full_distribution_output(saved_model, tiny_project, capsys):
     assert len(lines) == 4 and sorted(line.split(":")[0].strip() for line in lines[1:]) == ["0", "1", "2"]
 
 
-def run_command(project, *args):
-    """predict as a user runs it: a separate process, so exit status and stderr are real."""
-    env = {"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin"}
-    return subprocess.run([sys.executable, "-m", "stages.predict", *args], cwd=project, env=env,
-                          capture_output=True, text=True, timeout=300)
-
-
+@pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     (["digits_cnn", "nothing.png"], "predict: error: no such file: nothing.png"),
     (["digits_cnn", "params.yaml"], "predict: error: params.yaml is not a readable image"),
@@ -63,7 +55,7 @@ def run_command(project, *args):
     (["faces_cnn", "red.png"], "predict: error: models/faces_cnn.keras is missing: run `dvc repro train@faces_cnn`"),
 ])
 def test_errors_exit_non_zero_without_a_traceback(saved_model, tiny_project, args, message):
-    result = run_command(tiny_project, *args)
+    result = run_python("-m", "stages.predict", *args, cwd=tiny_project)  # as a user runs it: real exit status
     assert result.returncode != 0
     assert message in result.stderr
     assert "Traceback" not in result.stderr

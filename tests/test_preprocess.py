@@ -119,7 +119,11 @@ def test_unreadable_images_are_skipped_and_counted(three_classes, caplog):
 
 
 def test_summary_and_samples_picture(three_classes):
-    run_preprocess("tiny")
+    _, _, summary = run_preprocess("tiny")
+
+    assert summary["available"] == {"red": 8, "green": 12, "blue": 20} and summary["skipped"] == 0
+    assert summary["train"]["total"] == 30 and summary["test"]["total"] == 10
+    assert summary["details"]["classes"] == ["red", "green", "blue"]
 
     samples = three_classes / "reports/data/tiny/samples.png"
     with Image.open(samples) as picture:

@@ -6,7 +6,7 @@ against the defaults; the ResNet50 models' training FLOP/s against the machine's
 `dvc repro` costs on top of training (nothing changed, one model's params changed, a full run); and
 the peak memory of every stage. Writes reports/benchmarks.md and its JSON twin.
 
-    python -m stages.benchmark [--epochs 3] [--models a,b] [--skip-pipeline] [--output reports/benchmarks]
+    python -m benchmarks.benchmark [--epochs 3] [--models a,b] [--skip-pipeline] [--output reports/benchmarks]
 
 Run it on an idle machine, from the repository root, after `dvc repro` has made data/processed
 (the pipeline part copies the project into a temporary git repository and runs it from scratch
@@ -26,9 +26,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import yaml
 
-from stages.cli import STAGE_USAGE_LOG_ENV
 from stages.config import LOCAL_DATA_ENV, PARAMS_FILE, PROCESSED_DIR, RUNS_DIR, TRAIN_REPORTS_DIR, load_params, model_spec
 from stages.files import staged_path, write_json
 from stages.models.transfer import LOCAL_WEIGHTS_ENV
@@ -122,16 +122,15 @@ def machine_peak(machine):
 def forward_flops_per_image(spec, input_shape):
     """FLOPs of one image's forward pass, counted by TensorFlow's profiler on the inference graph."""
     import tensorflow as tf
-    from tensorflow.python.profiler import model_analyzer, option_builder
 
     from stages.train import build_model
 
     model = build_model(spec, input_shape)
     function = tf.function(lambda images: model(images, training=False))
     graph = function.get_concrete_function(tf.TensorSpec((1, *input_shape), tf.float32)).graph
-    options = option_builder.ProfileOptionBuilder(option_builder.ProfileOptionBuilder.float_operation()
-                                                  ).with_empty_output().build()
-    return int(model_analyzer.profile(graph, options=options).total_float_ops)
+    profiler = tf.compat.v1.profiler
+    options = profiler.ProfileOptionBuilder(profiler.ProfileOptionBuilder.float_operation()).with_empty_output().build()
+    return int(profiler.profile(graph, options=options).total_float_ops)
 
 
 # ---------------------------------------------------------------- training speed
@@ -163,7 +162,7 @@ def stage_speed(directory, model):
             "steady_images_per_second": round(steady_images_per_second(report["train_images"],
                                                                        report["epoch_seconds"]), 1),
             "epoch_seconds": report["epoch_seconds"], "process_seconds": round(seconds, 1), "peak_rss_mib": peak_mib,
-            "training_peak_rss_mib": report["training_peak_memory_mib"], "train_images": report["train_images"],
+            "training_peak_rss_mib": report["peak_memory_mib"], "train_images": report["train_images"],
             "device": report["device"], "jit_compile": report["jit_compile"],
             "mixed_precision": report["mixed_precision"]}
 
@@ -171,7 +170,7 @@ def stage_speed(directory, model):
 def keras_baseline(model_name):
     """Plain Keras on the same data, model, batch size and epochs: arrays in memory, `model.fit`, nothing else.
 
-    Runs in the scratch folder as its own process (python -m stages.benchmark --baseline <model>).
+    Runs in the scratch folder as its own process (python -m benchmarks.benchmark --baseline <model>).
     """
     import keras
 
@@ -201,14 +200,14 @@ def keras_baseline(model_name):
 
 
 def baseline_speed(directory, model):
-    seconds, peak_mib, _ = run_measured([sys.executable, "-m", "stages.benchmark", "--baseline", model],
+    seconds, peak_mib, _ = run_measured([sys.executable, "-m", "benchmarks.benchmark", "--baseline", model],
                                         directory, python_env())
     return {**json.loads((directory / "baseline.json").read_text()), "process_seconds": round(seconds, 1),
             "peak_rss_mib": peak_mib}
 
 
 def flops_in_subprocess(model, scratch):
-    code = ("import json, sys; from stages import benchmark; from stages.config import load_params, model_spec; "
+    code = ("import json, sys; from benchmarks import benchmark; from stages.config import load_params, model_spec; "
             "from stages.data import load_split; spec = model_spec(load_params(), sys.argv[1]); "
             "shape = load_split(spec.dataset, 'test', mmap_mode='r')[0].shape[1:]; "
             "print(json.dumps(benchmark.forward_flops_per_image(spec, shape)))")
@@ -222,7 +221,8 @@ def training_speed(params, models, epochs, variants, variant_models, variant_epo
     for model in models:
         log.info("speed: %s (%d epochs)", model, epochs)
         base = scratch_project(workdir / model, params, model, epochs)
-        entry = {"ours": stage_speed(base, model), "keras": baseline_speed(base, model), "variants": {}}
+        entry = {"batch_size": model_spec(params, model).train["batch_size"], "ours": stage_speed(base, model),
+                 "keras": baseline_speed(base, model), "variants": {}}
         entry["ratio"] = round(entry["ours"]["images_per_second"] / entry["keras"]["images_per_second"], 3)
         entry["steady_ratio"] = round(entry["ours"]["steady_images_per_second"]
                                       / entry["keras"]["steady_images_per_second"], 3)
@@ -263,12 +263,12 @@ def copy_project(source_root, destination):
     subprocess.run([*quiet_git, "commit", "-qm", "benchmark copy"], cwd=destination, check=True)
 
 
-def repro(directory, usage_log, env):
-    env = {**env, STAGE_USAGE_LOG_ENV: str(usage_log)}
-    env.pop("PYTHONPATH", None)  # the copy runs its own stages
-    seconds, _, output = run_measured([sys.executable, "-m", "dvc", "repro"], directory, env)
+def repro(directory, env, *args):
+    """`dvc repro *args` in the copy: (wall seconds, peak MiB of its largest process, stages it ran)."""
+    env = {key: value for key, value in env.items() if key != "PYTHONPATH"}  # the copy runs its own stages
+    seconds, peak_mib, output = run_measured([sys.executable, "-m", "dvc", "repro", *args], directory, env)
     ran = [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")]
-    return round(seconds, 1), ran
+    return round(seconds, 1), peak_mib, ran
 
 
 def training_seconds(directory, models):
@@ -283,19 +283,24 @@ def pipeline_overhead(source_root, workdir, changed_model, env=None):
     project.mkdir()
     copy_project(source_root, project)
     models = list(load_params(project / PARAMS_FILE)["models"])
-    usage_log = workdir / "stage-usage.jsonl"
     log.info("pipeline: full dvc repro in %s", project)
-    full_seconds, full_ran = repro(project, usage_log, env)
+    full_seconds, _, full_ran = repro(project, env)
     full_training = training_seconds(project, models)
-    stages = [json.loads(line) for line in usage_log.read_text().splitlines()]
     log.info("pipeline: dvc repro with nothing changed")
-    noop_seconds, noop_ran = repro(project, workdir / "noop-usage.jsonl", env)
+    noop_seconds, _, noop_ran = repro(project, env)
+    # Each stage but training once more on its own, for its peak memory (train's is in the speed part).
+    stages = []
+    for stage in full_ran:
+        if not stage.startswith("train@"):
+            log.info("pipeline: %s again, for its memory", stage)
+            seconds, peak_mib, _ = repro(project, env, "--force", "--single-item", stage)
+            stages.append({"stage": stage, "peak_rss_mib": peak_mib, "wall_seconds": seconds})
     params = yaml.safe_load((project / PARAMS_FILE).read_text())
     changed = params["models"][changed_model].setdefault("train", {})
     changed["learning_rate"] = changed.get("learning_rate", params["train"]["learning_rate"]) / 2
     (project / PARAMS_FILE).write_text(yaml.safe_dump(params, sort_keys=False))
     log.info("pipeline: dvc repro after halving %s's learning rate", changed_model)
-    one_seconds, one_ran = repro(project, workdir / "one-usage.jsonl", env)
+    one_seconds, _, one_ran = repro(project, env)
     one_training = training_seconds(project, [changed_model])[changed_model]
     return {
         "full": {"seconds": full_seconds, "stages_run": len(full_ran), "training_seconds": full_training,
@@ -321,104 +326,118 @@ def directory_mib(path):
     return round(sum(p.stat().st_size for p in files) / 2**20, 1)
 
 
+def markdown_table(rows):
+    """A list of {column: value} rows as a Markdown table (numbers as given, already rounded)."""
+    return pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
+
+
+def speed_rows(speed):
+    for model, entry in speed.items():
+        ours, plain = entry["ours"], entry["keras"]
+        yield {"model": model, "batch": entry["batch_size"],
+               "ours img/s (whole run)": round(ours["images_per_second"]),
+               "Keras img/s (whole run)": round(plain["images_per_second"]), "ratio": f"{entry['ratio']:.2f}",
+               "ours img/s (steady)": round(ours["steady_images_per_second"]),
+               "Keras img/s (steady)": round(plain["steady_images_per_second"]),
+               "steady ratio": f"{entry['steady_ratio']:.2f}",
+               "ours peak MiB (training / whole stage)":
+                   f"{ours['training_peak_rss_mib']:.0f} / {ours['peak_rss_mib']:.0f}",
+               "Keras peak MiB": round(plain["peak_rss_mib"])}
+
+
+def variant_rows(speed):
+    for model, entry in speed.items():
+        default = entry["ours"]["steady_images_per_second"]
+        row = {"model": model, "default img/s": round(default)}
+        for variant, run in sorted(entry["variants"].items()):
+            row[f"{variant} img/s"] = round(run["steady_images_per_second"])
+            row[f"{variant} ratio"] = f"{run['steady_images_per_second'] / default:.2f}"
+        yield row
+
+
+def flops_rows(speed, peak):
+    for model, entry in speed.items():
+        if "achieved_flops" not in entry:
+            continue
+        achieved = entry["achieved_flops"]
+        row = {"model": model, "forward GFLOPs/image": f"{entry['forward_flops_per_image'] / 1e9:.2f}",
+               "achieved GFLOP/s": f"{achieved / 1e9:.1f}",
+               "measured peak GFLOP/s": f"{peak['measured_matmul_flops'] / 1e9:.1f}",
+               "% of measured peak": f"{100 * achieved / peak['measured_matmul_flops']:.0f}%"}
+        if "theoretical_flops" in peak:
+            row["theoretical peak GFLOP/s"] = f"{peak['theoretical_flops'] / 1e9:.0f}"
+            row["% of theoretical"] = f"{100 * achieved / peak['theoretical_flops']:.0f}%"
+        yield row
+
+
+def overhead_rows(pipeline):
+    full, noop, one = pipeline["full"], pipeline["no_change"], pipeline["one_model"]
+    for run, seconds, stages, training in (
+            ("full pipeline", full["seconds"], full["stages_run"], full["training_seconds_total"]),
+            ("nothing changed", noop["seconds"], noop["stages_run"], 0.0),
+            (f"{one['model']}: {one['change']}", one["seconds"],
+             f"{len(one['stages_run'])} ({', '.join(one['stages_run'])})", one["training_seconds"])):
+        yield {"run": run, "dvc repro wall s": f"{seconds:.1f}", "stages run": stages,
+               "pure training s": f"{training:.1f}", "overhead s": f"{seconds - training:.1f}",
+               "overhead % of wall": f"{100 * (1 - training / seconds):.0f}%"}
+
+
+def memory_rows(pipeline, sizes):
+    for stage in pipeline["stages"]:
+        data_mib, model_mib = sizes.get(stage["stage"], ("", ""))
+        yield {"stage": stage["stage"], "peak MiB": round(stage["peak_rss_mib"]),
+               "wall s (dvc repro -s)": stage["wall_seconds"], "its data MiB": data_mib,
+               "its model file MiB": model_mib}
+
+
 def markdown(results):
     machine, speed, peak = results["machine"], results["speed"], results["peak"]
-    gib = f"{machine['memory_gib']} GiB"
     device = ", ".join(machine["gpus"]) or f"CPU only: {machine['cpu']}, {machine['cores']} cores"
     lines = [
         "# Benchmarks", "",
-        f"Written by `python -m stages.benchmark` on {results['date']} at commit {results['commit']}.", "",
-        f"**Machine:** {device}; {gib} memory; Python {machine['python']}, TensorFlow {machine['tensorflow']}, "
-        f"Keras {machine['keras']}.", "",
+        f"Written by `python -m benchmarks.benchmark` on {results['date']} at commit {results['commit']}.", "",
+        f"**Machine:** {device}; {machine['memory_gib']} GiB memory; Python {machine['python']}, TensorFlow "
+        f"{machine['tensorflow']}, Keras {machine['keras']}.", "",
         "## Training speed: our train stage against plain Keras", "",
         f"Each model trained for {results['epochs']} epochs (first phase only, no early stopping) on its real "
-        "processed training split, twice in fresh processes: by our train stage (tf.data batches gathered from "
-        "the split in memory, per-epoch checkpoint for resuming, dvclive curves) and by plain Keras "
-        "(`model.fit` on the same NumPy arrays, same builder, compile settings, batch size, validation split "
-        "and epochs). *Whole run* counts every epoch including the first (graph tracing); *steady* uses the "
-        "median of the later epochs. Ratio = ours / Keras: above 1 means our stage is faster. Peak memory: "
-        "resident memory at its highest, in the stage until its last epoch (*training*) and in the whole "
-        "process (*whole stage*, which adds saving the .keras file: Keras builds the archive, weights and "
-        "optimizer state, in memory); plain Keras neither saves nor checkpoints.", "",
-        "| model | batch | ours img/s (whole run) | Keras img/s (whole run) | ratio | ours img/s (steady) | "
-        "Keras img/s (steady) | steady ratio | ours peak MiB (training / whole stage) | Keras peak MiB |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    params = load_params()
-    for model, entry in speed.items():
-        ours, keras_run = entry["ours"], entry["keras"]
-        lines.append(f"| {model} | {model_spec(params, model).train['batch_size']} | {ours['images_per_second']:.0f} | "
-                     f"{keras_run['images_per_second']:.0f} | {entry['ratio']:.2f} | "
-                     f"{ours['steady_images_per_second']:.0f} | {keras_run['steady_images_per_second']:.0f} | "
-                     f"{entry['steady_ratio']:.2f} | {ours['training_peak_rss_mib']:.0f} / "
-                     f"{ours['peak_rss_mib']:.0f} | {keras_run['peak_rss_mib']:.0f} |")
-    variants = sorted({name for entry in speed.values() for name in entry["variants"]})
-    if variants:
+        "processed training split, in fresh processes: by our train stage (tf.data batches gathered from the "
+        "split, per-epoch checkpoint for resuming, dvclive curves) and by plain Keras (`model.fit` on the same "
+        "NumPy arrays, same builder, compile settings, batch size, validation split and epochs). *Whole run* "
+        "counts every epoch including the first (graph tracing); *steady* uses the median of the later epochs. "
+        "Ratio = ours / Keras: above 1 means our stage is faster. Peak memory: resident memory at its highest, "
+        "in the stage until its reports are written (*training*) and in the whole process (*whole stage*); "
+        "plain Keras neither saves nor checkpoints.", "",
+        markdown_table(list(speed_rows(speed)))]
+    if any(entry["variants"] for entry in speed.values()):
         lines += ["", "## XLA and mixed precision", "",
                   f"Our train stage again, {results['variant_epochs']} epochs, with `jit_compile: true` or "
                   "`mixed_precision: true` (steady images/s, and the ratio to the default settings above).", "",
-                  "| model | default img/s | " + " | ".join(f"{v} img/s | {v} ratio" for v in variants) + " |",
-                  "|---|---|" + "---|---|" * len(variants)]
-        for model, entry in speed.items():
-            default = entry["ours"]["steady_images_per_second"]
-            cells = []
-            for variant in variants:
-                run = entry["variants"].get(variant)
-                cells += ([f"{run['steady_images_per_second']:.0f}",
-                           f"{run['steady_images_per_second'] / default:.2f}"] if run else ["-", "-"])
-            lines.append(f"| {model} | {default:.0f} | " + " | ".join(cells) + " |")
-    flops_rows = [(model, entry) for model, entry in speed.items() if "achieved_flops" in entry]
-    if flops_rows:
+                  markdown_table(list(variant_rows(speed)))]
+    flops = list(flops_rows(speed, peak))
+    if flops:
         lines += ["", "## ResNet50: achieved training FLOP/s against the machine's peak", "",
                   "FLOPs per image: TensorFlow's profiler (`float_operation`) on the model's inference graph for "
                   "one image (a multiply-add counts 2); a training image costs about 3 of them (forward, and a "
                   "backward pass of about twice the forward), a validation image 1. Achieved = those FLOPs per "
                   f"epoch / the median steady epoch time. Measured peak: the best of 3 runs of {MATMUL_REPEATS} "
-                  f"{peak['matmul_size']}x{peak['matmul_size']} FP32 matrix products (`tf.matmul`).", ""]
-        header = "| model | forward GFLOPs/image | achieved GFLOP/s | measured peak GFLOP/s | % of measured peak |"
-        separator = "|---|---|---|---|---|"
-        if "theoretical_flops" in peak:
-            lines.append(f"Theoretical peak: {peak['theoretical_basis']} = {peak['theoretical_flops'] / 1e9:.0f} "
-                         "GFLOP/s.")
-            lines.append("")
-            header += " theoretical peak GFLOP/s | % of theoretical |"
-            separator += "---|---|"
-        lines += [header, separator]
-        for model, entry in flops_rows:
-            row = (f"| {model} | {entry['forward_flops_per_image'] / 1e9:.2f} | {entry['achieved_flops'] / 1e9:.1f} | "
-                   f"{peak['measured_matmul_flops'] / 1e9:.1f} | "
-                   f"{100 * entry['achieved_flops'] / peak['measured_matmul_flops']:.0f}% |")
-            if "theoretical_flops" in peak:
-                row += (f" {peak['theoretical_flops'] / 1e9:.0f} | "
-                        f"{100 * entry['achieved_flops'] / peak['theoretical_flops']:.0f}% |")
-            lines.append(row)
+                  f"{peak['matmul_size']}x{peak['matmul_size']} FP32 matrix products (`tf.matmul`)."
+                  + (f" Theoretical peak: {peak['theoretical_basis']}." if "theoretical_flops" in peak else ""), "",
+                  markdown_table(flops)]
     pipeline = results.get("pipeline")
     if pipeline:
-        full, noop, one = pipeline["full"], pipeline["no_change"], pipeline["one_model"]
         lines += ["", "## What dvc repro costs on top of training", "",
-                  "In a temporary git copy of the project (params.yaml as committed), from an empty DVC cache.", "",
-                  "| run | dvc repro wall s | stages run | pure training s | overhead s | overhead % of wall |",
-                  "|---|---|---|---|---|---|",
-                  f"| full pipeline | {full['seconds']:.1f} | {full['stages_run']} | {full['training_seconds_total']:.1f} | "
-                  f"{full['seconds'] - full['training_seconds_total']:.1f} | "
-                  f"{100 * (1 - full['training_seconds_total'] / full['seconds']):.0f}% |",
-                  f"| nothing changed | {noop['seconds']:.1f} | {noop['stages_run']} | 0 | {noop['seconds']:.1f} | 100% |",
-                  f"| {one['model']}: {one['change']} | {one['seconds']:.1f} | {len(one['stages_run'])} "
-                  f"({', '.join(one['stages_run'])}) | {one['training_seconds']:.1f} | "
-                  f"{one['seconds'] - one['training_seconds']:.1f} | "
-                  f"{100 * (1 - one['training_seconds'] / one['seconds']):.0f}% |", "",
-                  "Pure training = the `fit` time each train stage reports (`wall_time_seconds`). The overhead is "
-                  "everything else: DVC's own work (hashing, caching, checking), starting Python and importing "
-                  "TensorFlow in each of the stage processes, and the download, preprocess, evaluate and compare "
+                  "In a temporary git copy of the project (params.yaml as committed), from an empty DVC cache. "
+                  "Pure training = the `fit` time each train stage records (`wall_time_seconds` in "
+                  "`reports/runs/`). The overhead is everything else: DVC's own work, starting Python and "
+                  "importing TensorFlow in each stage process, and the download, preprocess, evaluate and compare "
                   "stages.", "",
+                  markdown_table(list(overhead_rows(pipeline))), "",
                   "## Peak memory of every stage", "",
-                  f"Resident memory at its highest, per stage process of the full run (getrusage). A process that "
-                  f"only imports TensorFlow and Keras peaks at {results['tensorflow_import_rss_mib']:.0f} MiB.", "",
-                  "| stage | peak MiB | wall s | its data MiB | its model file MiB |", "|---|---|---|---|---|"]
-        for stage in pipeline["stages"]:
-            data_mib, model_mib = results["sizes"].get(stage["stage"], ("", ""))
-            lines.append(f"| {stage['stage']} | {stage['peak_rss_mib']:.0f} | {stage['wall_seconds']} | "
-                         f"{data_mib} | {model_mib} |")
+                  "Each stage but training run once more on its own (`dvc repro --force --single-item`), measured "
+                  "as the largest process's peak resident memory (`wait4`); the train stages' peaks are in the "
+                  f"speed table. A process that only imports TensorFlow and Keras peaks at "
+                  f"{results['tensorflow_import_rss_mib']:.0f} MiB.", "",
+                  markdown_table(list(memory_rows(pipeline, results["sizes"])))]
     lines += ["", "Raw figures: `benchmarks.json` beside this file.", ""]
     return "\n".join(lines)
 
