@@ -29,9 +29,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from stages.config import LOCAL_DATA_ENV, PARAMS_FILE, PROCESSED_DIR, RUNS_DIR, TRAIN_REPORTS_DIR, load_params, model_spec
+from stages.config import LOCAL_DATA_ENV, LOCAL_WEIGHTS_ENV, PARAMS_FILE, PROCESSED_DIR, RUNS_DIR, TRAIN_REPORTS_DIR, load_params, model_spec
 from stages.files import staged_path, write_json
-from stages.models.transfer import LOCAL_WEIGHTS_ENV
 
 log = logging.getLogger("benchmark")
 

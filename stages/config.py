@@ -18,8 +18,9 @@ METRICS_DIR = Path("reports/metrics")
 EVAL_DIR = Path("reports/eval")
 RUNS_DIR = Path("reports/runs")
 
-# Points the download stage at a local copy of the datasets instead of the network.
+# Point the download stage and the transfer builder at local copies instead of the network.
 LOCAL_DATA_ENV = "LOCAL_DATA_DIR"
+LOCAL_WEIGHTS_ENV = "LOCAL_WEIGHTS_DIR"
 
 FINGERPRINT_PATTERN = re.compile(r"^sha256:[0-9a-f]{64}$")
 DATASET_KEYS = {"source", "classes", "test_fraction", "image_size", "max_per_class", "fingerprint"}
@@ -42,9 +43,9 @@ def load_params(path=PARAMS_FILE):
         return yaml.safe_load(handle)
 
 
-def local_data_dir():
-    """The directory named by LOCAL_DATA_DIR, or None when the network is to be used."""
-    value = os.environ.get(LOCAL_DATA_ENV, "").strip()
+def local_dir(variable):
+    """The folder an environment variable (LOCAL_DATA_DIR, LOCAL_WEIGHTS_DIR) names, or None: use the network."""
+    value = os.environ.get(variable, "").strip()
     return Path(value) if value else None
 
 

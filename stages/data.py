@@ -3,8 +3,8 @@
 import numpy as np
 
 
-class MissingDataError(FileNotFoundError):
-    """A processed split that is not there yet."""
+class DataError(ValueError):
+    """A processed split that is missing, unreadable or not what preprocess writes; the message says the mend."""
 
 
 def save_split(processed_dir, split, images, labels):
@@ -32,10 +32,34 @@ def read_split(processed_dir, split, mmap_mode=None):
 
 
 def load_split(dataset, split, mmap_mode=None):
-    """(images, labels) of a dataset's processed split, or a clear error if preprocess has not run."""
-    if not all(path.is_file() for path in split_files(dataset.processed_dir, split)):
-        raise MissingDataError(f"{dataset.processed_dir / split} is missing: run `dvc repro preprocess@{dataset.name}` first")
-    return read_split(dataset.processed_dir, split, mmap_mode)
+    """(images, labels) of a dataset's processed split, checked against what preprocess writes for it.
+
+    A missing, truncated or inconsistent file is a DataError naming the file, what was expected and
+    what was found; DVC sees such a file as a changed output and rebuilds it.
+    """
+    mend = f"run `dvc repro preprocess@{dataset.name}` to rebuild it"
+    images_path, labels_path = split_files(dataset.processed_dir, split)
+    arrays = []
+    for path in (images_path, labels_path):
+        if not path.is_file():
+            raise DataError(f"{path} is missing: {mend}")
+        try:
+            arrays.append(np.load(path, mmap_mode=mmap_mode))
+        except (ValueError, OSError, EOFError) as error:
+            raise DataError(f"{path} is not a readable .npy array ({error}): {mend}") from error
+    images, labels = arrays
+    size, width = dataset.image_size, label_width(dataset.num_classes)
+    if images.dtype != np.float32 or images.shape[1:] != (size, size, 3):
+        raise DataError(f"{images_path}: expected float32 images of {size}x{size}x3, found {images.dtype} "
+                        f"{'x'.join(map(str, images.shape[1:]))}: {mend}")
+    if labels.dtype != np.float32 or labels.ndim != 2 or labels.shape[1] != width:
+        raise DataError(f"{labels_path} has labels {labels.shape[1] if labels.ndim == 2 else labels.shape} wide, "
+                        f"but params.yaml declares {dataset.num_classes} classes for '{dataset.name}' "
+                        f"(float32 labels {width} wide): {mend}")
+    if len(images) != len(labels):
+        raise DataError(f"{labels_path}: expected {len(images)} labels, one per image of {images_path.name}, "
+                        f"found {len(labels)}: {mend}")
+    return images, labels
 
 
 def class_indices(labels):

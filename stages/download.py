@@ -22,7 +22,7 @@ import pooch
 import requests
 
 from stages.cli import exit_on, parse_stage_arguments
-from stages.config import LOCAL_DATA_ENV, ParamsError, dataset_spec, load_params, local_data_dir
+from stages.config import LOCAL_DATA_ENV, ParamsError, dataset_spec, load_params, local_dir
 from stages.files import staged_path, tree_fingerprint
 
 log = logging.getLogger("download")
@@ -275,7 +275,7 @@ def main(argv=None):
     args = parse_stage_arguments(__doc__, argv, dataset="a key of the datasets section of params.yaml")
     with exit_on(f"download {args.dataset}", DownloadError, ParamsError):
         spec = dataset_spec(load_params(), args.dataset)
-        counts = download_dataset(spec, local_data_dir())
+        counts = download_dataset(spec, local_dir(LOCAL_DATA_ENV))
     log.info("%s: wrote %s: %s", spec.name, spec.raw_dir, ", ".join(f"{k}: {v}" for k, v in counts.items()))
 
 

@@ -16,11 +16,11 @@ import numpy as np
 
 from stages.cli import exit_on, parse_stage_arguments
 from stages.config import ParamsError, load_params, model_spec
-from stages.data import MissingDataError, class_indices, load_split
+from stages.data import DataError, class_indices, load_split
 from stages.files import write_json
 from stages.inputs import ordered_batches
 from stages.metrics import classification_metrics, curve_points
-from stages.models import MissingModelError, load_trained_model
+from stages.models import ModelFileError, load_trained_model
 from stages.plots import image_grid
 
 log = logging.getLogger("evaluate")
@@ -105,7 +105,7 @@ def plot_misclassified(spec, images, actual, predicted, probabilities):
 
 def main(argv=None):
     args = parse_stage_arguments(__doc__, argv, model="a key of the models section of params.yaml")
-    with exit_on(f"evaluate {args.model}", EvaluateError, ParamsError, MissingDataError, MissingModelError):
+    with exit_on(f"evaluate {args.model}", EvaluateError, ParamsError, DataError, ModelFileError):
         spec = model_spec(load_params(), args.model)
         report = evaluate_model(spec)
     log.info("%s: wrote %s: test accuracy %.3f, macro F1 %.3f on %d images; %.0f images/s",

@@ -15,7 +15,7 @@ from stages.cli import exit_on
 from stages.config import ParamsError, load_params, model_spec
 from stages.evaluate import predict_classes
 from stages.images import UNREADABLE_IMAGE_ERRORS, load_image
-from stages.models import MissingModelError, load_trained_model
+from stages.models import ModelFileError, load_trained_model
 
 
 class PredictError(RuntimeError):
@@ -52,7 +52,7 @@ def main(argv=None):
     parser.add_argument("--all", action="store_true", help="print the probability of every class")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
-    with exit_on("predict", PredictError, ParamsError, MissingModelError):
+    with exit_on("predict", PredictError, ParamsError, ModelFileError):
         results = predict(model_spec(load_params(), args.model), args.images)
     if args.json:
         print(json.dumps(results, indent=2))

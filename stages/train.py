@@ -18,7 +18,7 @@ from sklearn.utils.class_weight import compute_class_weight
 
 from stages.cli import exit_on, parse_stage_arguments, peak_memory_mib
 from stages.config import ParamsError, load_params, model_spec
-from stages.data import MissingDataError, class_indices, label_width, load_split, split_files
+from stages.data import DataError, class_indices, load_split, split_files
 from stages.files import write_json
 from stages.inputs import ordered_batches, steps_per_epoch, training_batches
 from stages.models import BACKBONE_LAYER, UnknownBuilderError, get_builder, save_model, weights_origin
@@ -156,15 +156,6 @@ def training_fingerprint(spec):
     return run_fingerprint(settings, [*split_files(spec.dataset.processed_dir, "train"), *code])
 
 
-def load_training_split(spec):
-    """The memory-mapped training split, checked against the classes params.yaml declares."""
-    images, labels = load_split(spec.dataset, "train", mmap_mode="r")
-    if labels.shape[1] != label_width(spec.dataset.num_classes):
-        raise TrainError(f"{spec.dataset.processed_dir} has labels {labels.shape[1]} wide, but params.yaml declares "
-                         f"{spec.dataset.num_classes} classes for '{spec.dataset.name}': re-run its preprocess stage")
-    return images, labels
-
-
 def train_model(spec):
     """Train spec's model (resuming an interrupted run of the same settings), save it and its report."""
     from dvclive import Live
@@ -175,7 +166,7 @@ def train_model(spec):
     if batch_size % runtime["replicas"]:
         raise TrainError(f"models.{spec.name}: batch_size {batch_size} does not split evenly over "
                          f"{runtime['replicas']} replicas of the {train['distribution']} distribution")
-    images, labels = load_training_split(spec)
+    images, labels = load_split(spec.dataset, "train", mmap_mode="r")
     train_indices, validation_indices = validation_split(labels, train["validation_fraction"], spec.seed)
     validation = ordered_batches((images, labels), batch_size, validation_indices)
     class_weight = balanced_class_weight(labels[train_indices]) if train["class_weight"] == "balanced" else None
@@ -245,7 +236,7 @@ def write_reports(spec, model, run, runtime, train_images, validation_images):
 
 def main(argv=None):
     args = parse_stage_arguments(__doc__, argv, model="a key of the models section of params.yaml")
-    with exit_on(f"train {args.model}", TrainError, ParamsError, MissingDataError):
+    with exit_on(f"train {args.model}", TrainError, ParamsError, DataError):
         spec = model_spec(load_params(), args.model)
         run = train_model(spec)
     log.info("%s: wrote %s and %s: best epoch %d of %d, validation loss %.4f, %.1f s of training",

@@ -43,18 +43,37 @@ def weights_origin(builder, network):
     return pretrained_weights(network.get("weights", "imagenet")) if builder == "transfer" else "none"
 
 
-class MissingModelError(FileNotFoundError):
-    """A model that has not been trained yet."""
+class ModelFileError(RuntimeError):
+    """A trained model file that is missing or damaged; the message says the mend."""
 
 
 def load_trained_model(spec):
-    """The trained model of a ModelSpec; its builder's module is imported first so its custom layers are known."""
+    """The trained model of a ModelSpec, checked first as a whole Keras archive.
+
+    Its builder's module is imported first so that its custom layers are known.
+    """
+    import zipfile
+
     import keras
 
-    if not spec.model_path.is_file():
-        raise MissingModelError(f"{spec.model_path} is missing: run `dvc repro train@{spec.name}` first")
+    path, mend = spec.model_path, f"run `dvc repro train@{spec.name}`"
+    if not path.is_file():
+        raise ModelFileError(f"{path} is missing: {mend} first")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged, members = archive.testzip(), set(archive.namelist())
+    except (zipfile.BadZipFile, OSError, EOFError) as error:
+        raise ModelFileError(f"{path}: expected a Keras model archive, found a damaged file ({error}): "
+                             f"{mend} to rebuild it") from error
+    if damaged or not {"config.json", "model.weights.h5"} <= members:
+        found = f"a damaged member {damaged}" if damaged else f"members {sorted(members)}"
+        raise ModelFileError(f"{path}: expected a Keras model archive (config.json, model.weights.h5), found "
+                             f"{found}: {mend} to rebuild it")
     get_builder(spec.builder)
-    return keras.models.load_model(spec.model_path)
+    try:
+        return keras.models.load_model(path)
+    except Exception as error:  # Keras raises many kinds, some misleading ("File not found")
+        raise ModelFileError(f"{path} does not load as a Keras model ({error}): {mend} to rebuild it") from error
 
 
 # A fixed time for every member of a .keras archive: zip entries carry a modification time.

@@ -12,18 +12,17 @@ name>` per line, as `sha256sum` writes it). The pipeline looks there first and r
 hash is not listed or does not match.
 """
 
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 
+from stages.config import LOCAL_WEIGHTS_ENV, local_dir
 from stages.files import file_sha256
 from stages.models import BACKBONE_LAYER, pretrained_weights
 from stages.models.heads import classifier_output
 
-LOCAL_WEIGHTS_ENV = "LOCAL_WEIGHTS_DIR"
 HASH_LIST = "SHA256SUMS"
 # Input sizes for which Keras publishes ImageNet weights under a size-specific file name.
 KERAS_WEIGHT_SIZES = (96, 128, 160, 192, 224)
@@ -63,11 +62,6 @@ BACKBONES = {
 
 class WeightsError(RuntimeError):
     """Pretrained weights that cannot be found, verified or loaded."""
-
-
-def local_weights_dir():
-    value = os.environ.get(LOCAL_WEIGHTS_ENV, "").strip()
-    return Path(value) if value else None
 
 
 def read_hash_list(directory):
@@ -122,11 +116,11 @@ def make_backbone(name, input_size, alpha=1.0, weights="imagenet"):
     if name != "ResNet50":
         options["alpha"] = alpha
     weights = pretrained_weights(weights)
-    if weights == "imagenet" and local_weights_dir() is None:
+    if weights == "imagenet" and local_dir(LOCAL_WEIGHTS_ENV) is None:
         return _download_imagenet(backbone, name, options)
     model = backbone.constructor(weights=None, **options)
     if weights == "imagenet":
-        path = find_local_weights(local_weights_dir(), backbone.local_names(alpha, input_size))
+        path = find_local_weights(local_dir(LOCAL_WEIGHTS_ENV), backbone.local_names(alpha, input_size))
     elif weights != "none":
         path = Path(weights)
         if not path.is_file():
