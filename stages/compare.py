@@ -225,6 +225,24 @@ def plot_roc_and_precision_recall(dataset, specs, path):
     save_figure(figure, path)
 
 
+def plot_gradcam_side_by_side(dataset, specs, path):
+    """Each model's Grad-CAM strip of the dataset's shared test images, one model per row."""
+    paths = [spec.eval_dir / "gradcam_shared.png" for spec in specs]
+    for strip_path in paths:
+        if not strip_path.is_file():
+            raise CompareError(f"{strip_path} is missing: run `dvc repro` to build every model's reports first")
+    strips = [plt.imread(strip_path) for strip_path in paths]
+    width = max(strip.shape[1] for strip in strips) / 100
+    heights = [strip.shape[0] / 100 for strip in strips]
+    figure, axes = plt.subplots(len(strips), 1, figsize=(width, sum(heights) + 0.6), squeeze=False,
+                                gridspec_kw={"height_ratios": heights})
+    for axis, strip in zip(axes[:, 0], strips):
+        axis.imshow(strip)
+        axis.axis("off")
+    figure.suptitle(f"{dataset}: where each model looked, on the same test images (Grad-CAM)")
+    save_figure(figure, path)
+
+
 def provenance(params, specs):
     """What the report was built from, in words that stay true once the report is committed."""
     datasets = {spec.dataset.name: spec.dataset.fingerprint or "not pinned" for spec in specs}
@@ -267,6 +285,7 @@ def write_report(params, specs, table):
         plot_curves(dataset, dataset_specs, FIGURES_DIR / f"curves_{dataset}.png")
         plot_confusions(dataset, dataset_specs, FIGURES_DIR / f"confusion_{dataset}.png")
         plot_roc_and_precision_recall(dataset, dataset_specs, FIGURES_DIR / f"roc_{dataset}.png")
+        plot_gradcam_side_by_side(dataset, dataset_specs, FIGURES_DIR / f"gradcam_{dataset}.png")
         lines += [f"## {dataset}", "",
                   f"{len(details['classes'])} classes ({', '.join(details['classes'])}); "
                   f"{summary['train']['total']} training images (of which each model holds out a validation "
@@ -277,7 +296,8 @@ def write_report(params, specs, table):
         lines += ["", "Settings:", ""] + [settings_line(spec) for spec in dataset_specs] + [""]
         lines += [f"![{dataset} training curves](figures/curves_{dataset}.png)", "",
                   f"![{dataset} confusion matrices](figures/confusion_{dataset}.png)", "",
-                  f"![{dataset} ROC and precision-recall curves](figures/roc_{dataset}.png)", ""]
+                  f"![{dataset} ROC and precision-recall curves](figures/roc_{dataset}.png)", "",
+                  f"![{dataset} Grad-CAM of every model on the same test images](figures/gradcam_{dataset}.png)", ""]
     with staged_path(REPORT_PATH) as temporary:
         temporary.write_text("\n".join(lines))
     with staged_path(TABLE_PATH) as temporary:

@@ -3,8 +3,11 @@
 Writes reports/metrics/<model>.json (loss, accuracy, balanced accuracy, per-class and macro
 precision/recall/F1, 95 % intervals, ROC AUC for binary models, inference speed, size) and, under
 reports/eval/<model>/, the data of DVC's plots (predictions.json for the confusion matrix, roc.json and
-precision_recall.json: of the positive class for binary models, micro-averaged otherwise) and a
-picture of the misclassified test images, misclassified.png.
+precision_recall.json: of the positive class for binary models, micro-averaged otherwise), a
+picture of the misclassified test images, misclassified.png, and Grad-CAM pictures of where the
+model looked: gradcam.png (per class, a test image it got right and one it got wrong, drawn with the
+seed) and gradcam_shared.png (one test image per class drawn with the seed alone, the same for every
+model of the dataset, which compare puts side by side).
 
     python -m stages.evaluate <model>
 """
@@ -14,6 +17,7 @@ import time
 
 import numpy as np
 
+from stages import gradcam
 from stages.cli import exit_on, parse_stage_arguments
 from stages.config import ParamsError, load_params, model_spec
 from stages.data import DataError, class_indices, load_split
@@ -87,7 +91,41 @@ def evaluate_model(spec):
     write_json(spec.eval_dir / "roc.json", roc)
     write_json(spec.eval_dir / "precision_recall.json", precision_recall)
     plot_misclassified(spec, images, actual, predicted, probabilities)
+    started = time.perf_counter()
+    explain(spec, model, images, actual, predicted)
+    log.info("%s: Grad-CAM pictures in %.1f s", spec.name, time.perf_counter() - started)
     return report
+
+
+def explanation_sample(actual, predicted, seed):
+    """Test images for gradcam.png: per class, one the model got right and one it got wrong, if any."""
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for class_index in np.unique(actual):
+        for right in (True, False):
+            candidates = np.flatnonzero((actual == class_index) & ((predicted == actual) == right))
+            if len(candidates):
+                chosen.append(int(rng.choice(candidates)))
+    return chosen
+
+
+def shared_sample(actual, seed):
+    """One test image per class, drawn with the seed alone: the same images for every model of a dataset."""
+    rng = np.random.default_rng(seed)
+    return [int(rng.choice(np.flatnonzero(actual == class_index))) for class_index in np.unique(actual)]
+
+
+def explain(spec, model, images, actual, predicted):
+    """gradcam.png and gradcam_shared.png: test images beside their Grad-CAM heatmaps."""
+    names = spec.dataset.class_names
+    for indices, path, heading in (
+            (explanation_sample(actual, predicted, spec.seed), spec.eval_dir / "gradcam.png",
+             f"{spec.name}: where it looked (right and wrong test images per class)"),
+            (shared_sample(actual, spec.seed), spec.eval_dir / "gradcam_shared.png", spec.name)):
+        maps, probabilities = gradcam.heatmaps(model, images[indices], spec.network.get("gradcam_layer"))
+        titles = [f"true {names[actual[i]]}\npredicted {names[row.argmax()]} ({row.max():.2f})"
+                  for i, row in zip(indices, probabilities)]
+        gradcam.plot_explanations(images[indices], maps, titles, heading, path)
 
 
 def plot_misclassified(spec, images, actual, predicted, probabilities):
@@ -105,7 +143,7 @@ def plot_misclassified(spec, images, actual, predicted, probabilities):
 
 def main(argv=None):
     args = parse_stage_arguments(__doc__, argv, model="a key of the models section of params.yaml")
-    with exit_on(f"evaluate {args.model}", EvaluateError, ParamsError, DataError, ModelFileError):
+    with exit_on(f"evaluate {args.model}", EvaluateError, ParamsError, DataError, ModelFileError, gradcam.GradCamError):
         spec = model_spec(load_params(), args.model)
         report = evaluate_model(spec)
     log.info("%s: wrote %s: test accuracy %.3f, macro F1 %.3f on %d images; %.0f images/s",

@@ -1,14 +1,25 @@
 """Turning any image into model input: one function, shared by preprocess and by prediction on new images."""
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Errors Pillow raises for a file that is not a readable image (truncated, corrupt, not an image).
 UNREADABLE_IMAGE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
 def to_model_input(image, image_size):
-    """An image as float32 (image_size, image_size, 3) in [0, 1]: converted to RGB, resized bilinearly."""
+    """An image as float32 (image_size, image_size, 3) in [0, 1].
+
+    Turned upright by its EXIF orientation (phone photos are stored sideways and tagged), cropped to
+    its central square so that it is not squashed (the datasets' images are square already), converted
+    to RGB and resized bilinearly.
+    """
+    image = ImageOps.exif_transpose(image)
+    width, height = image.size
+    if width != height:
+        side = min(width, height)
+        left, top = (width - side) // 2, (height - side) // 2
+        image = image.crop((left, top, left + side, top + side))
     rgb = image.convert("RGB")
     if rgb.size != (image_size, image_size):
         rgb = rgb.resize((image_size, image_size), Image.Resampling.BILINEAR)

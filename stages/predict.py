@@ -1,8 +1,9 @@
 """Classify new images with a trained model (a user command, not a pipeline stage).
 
 Images go through the same decoding, RGB conversion, resizing and scaling as preprocess.
+--explain writes each image beside its Grad-CAM heatmap: where the model found its evidence.
 
-    python -m stages.predict <model> <image> [<image> ...] [--all] [--json]
+    python -m stages.predict <model> <image> [<image> ...] [--all] [--json] [--explain out.png]
 """
 
 import argparse
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stages import gradcam
 from stages.cli import exit_on
 from stages.config import ParamsError, load_params, model_spec
 from stages.evaluate import predict_classes
@@ -35,11 +37,22 @@ def load_images(paths, image_size):
     return np.stack(batch)
 
 
-def predict(spec, paths):
-    """[{image, predicted, probability, probabilities}] for each path."""
+def predict(spec, paths, explain_path=None):
+    """[{image, predicted, probability, probabilities}] for each path; the Grad-CAM picture too if asked."""
+    if explain_path is not None:
+        explain_path = Path(explain_path)
+        if explain_path.suffix.lower() != ".png":
+            raise PredictError(f"--explain {explain_path}: expected the path of a .png file to write")
+        if not explain_path.parent.is_dir():
+            raise PredictError(f"--explain {explain_path}: no such folder {explain_path.parent}")
     images = load_images(paths, spec.dataset.image_size)
-    outputs, _ = predict_classes(load_trained_model(spec), images, spec.train["batch_size"])
+    model = load_trained_model(spec)
+    outputs, _ = predict_classes(model, images, spec.train["batch_size"])
     names = spec.dataset.class_names
+    if explain_path is not None:
+        maps, _ = gradcam.heatmaps(model, images, spec.network.get("gradcam_layer"))
+        titles = [f"{Path(path).name}\n{names[row.argmax()]} ({row.max():.2f})" for path, row in zip(paths, outputs)]
+        gradcam.plot_explanations(images, maps, titles, f"{spec.name}: where it looked", explain_path)
     return [{"image": str(path), "predicted": names[int(row.argmax())], "probability": float(row.max()),
              "probabilities": {name: float(p) for name, p in zip(names, row)}}
             for path, row in zip(paths, outputs)]
@@ -51,9 +64,10 @@ def main(argv=None):
     parser.add_argument("images", nargs="+", help="image files (any format Pillow reads)")
     parser.add_argument("--all", action="store_true", help="print the probability of every class")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--explain", metavar="OUT.png", help="write each image beside its Grad-CAM heatmap here")
     args = parser.parse_args(argv)
-    with exit_on("predict", PredictError, ParamsError, ModelFileError):
-        results = predict(model_spec(load_params(), args.model), args.images)
+    with exit_on("predict", PredictError, ParamsError, ModelFileError, gradcam.GradCamError):
+        results = predict(model_spec(load_params(), args.model), args.images, args.explain)
     if args.json:
         print(json.dumps(results, indent=2))
         return

@@ -101,9 +101,10 @@ def balanced_class_weight(labels):
 
 def build_model(spec, input_shape):
     """The model's builder called with its `network` block; argument errors name the block."""
+    network = {key: value for key, value in spec.network.items() if key != "gradcam_layer"}  # for Grad-CAM alone
     try:
         builder = get_builder(spec.builder)
-        return builder(input_shape, spec.dataset.num_classes, **spec.network)
+        return builder(input_shape, spec.dataset.num_classes, **network)
     except (TypeError, ValueError, UnknownBuilderError) as error:
         raise TrainError(f"models.{spec.name}: cannot build '{spec.builder}' from network "
                          f"{spec.network}: {error}") from error

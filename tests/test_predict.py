@@ -59,3 +59,34 @@ def test_errors_exit_non_zero_without_a_traceback(saved_model, tiny_project, arg
     assert result.returncode != 0
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def dominant_colours(image):
+    """'r', 'g' or 'b' per pixel: the strongest channel."""
+    return np.array(list("rgb"))[np.asarray(image).argmax(axis=-1)]
+
+
+def test_a_phone_photo_is_turned_upright_by_its_exif_orientation(tmp_path):
+    # Stored 40 wide x 20 high, red above blue, tagged "rotate 90 degrees clockwise to display" (orientation 6):
+    # upright it is 20 x 40 with blue on the left and red on the right.
+    pixels = np.zeros((20, 40, 3), dtype=np.uint8)
+    pixels[:10, :, 0] = 255
+    pixels[10:, :, 2] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(pixels).save(tmp_path / "photo.jpg", exif=exif, quality=95)
+
+    colours = dominant_colours(predict.load_images([tmp_path / "photo.jpg"], 8)[0])
+
+    assert (colours[:, :3] == "b").all() and (colours[:, 5:] == "r").all()
+
+
+def test_a_wide_photo_is_centre_cropped_not_squashed(tmp_path):
+    pixels = np.zeros((20, 60, 3), dtype=np.uint8)
+    pixels[:, :, 2] = 255          # blue margins
+    pixels[:, 20:40] = (255, 0, 0)  # a red square in the middle
+    Image.fromarray(pixels).save(tmp_path / "wide.png")
+
+    image = predict.load_images([tmp_path / "wide.png"], 8)[0]
+
+    assert image.shape == (8, 8, 3) and (dominant_colours(image) == "r").all()

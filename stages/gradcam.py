@@ -1,0 +1,121 @@
+"""Grad-CAM: where in an image a classifier found the evidence for the class it predicted.
+
+The gradient of the predicted class's probability with respect to the model's last convolutional
+feature map, averaged over the map, weighs the map's channels; their weighted sum, cut at zero and
+scaled to [0, 1], is the heatmap (Selvaraju et al., 2017). Every layer runs in inference mode:
+batch norm uses its moving statistics and augmentation layers pass images through unchanged.
+"""
+
+import numpy as np
+
+POOLING_LAYERS = ("MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D", "GlobalMaxPooling2D")
+
+
+class GradCamError(ValueError):
+    """A model with no feature map to explain, or a named layer it does not have."""
+
+
+def feature_layer(model, name=None):
+    """The top-level layer whose output is the model's last convolutional feature map.
+
+    Found by structure: from the first convolution (or nested model) on, the last layer with a 4-D
+    output that is not a pooling layer, preferring maps larger than 1x1. A nested backbone (a transfer
+    model's `backbone`) counts as one layer. `name` (a model block's `network.gradcam_layer`) picks
+    another.
+    """
+    import keras
+
+    if name:
+        try:
+            return model.get_layer(name)
+        except ValueError as error:
+            raise GradCamError(f"{model.name} has no layer '{name}' (network.gradcam_layer)") from error
+    convolutions = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D, keras.Model)
+    first = next((i for i, layer in enumerate(model.layers) if isinstance(layer, convolutions)), None)
+    candidates = [layer for layer in model.layers[first:] if first is not None and len(layer.output.shape) == 4
+                  and type(layer).__name__ not in POOLING_LAYERS]
+    if not candidates:
+        raise GradCamError(f"{model.name} has no convolutional feature map (no layer with a 4-D output) to explain")
+    larger = [layer for layer in candidates if (layer.output.shape[1] or 0) * (layer.output.shape[2] or 0) > 1]
+    return (larger or candidates)[-1]
+
+
+def _forward(model, layer, images, tape):
+    """(feature map of `layer`, model outputs) in inference mode, the feature map watched by `tape`."""
+    import keras
+
+    try:  # a layer of the top-level graph: one model with two outputs
+        split = keras.Model(model.inputs, [layer.output, model.output])
+    except (ValueError, AttributeError):
+        split = None
+    if split is not None:
+        # One eager call records the path from the feature map to the outputs on the tape.
+        features, outputs = split(images, training=False)
+        return features, outputs
+    # A chain of layers (a Sequential model, or a functional one holding a nested backbone): run it layer
+    # by layer, so that the nested model's output is a tensor of this graph.
+    x, features = images, None
+    for current in model.layers:
+        if type(current).__name__ == "InputLayer":
+            continue
+        x = current(x, training=False)
+        if current is layer:
+            tape.watch(x)
+            features = x
+    return features, x
+
+
+def heatmaps(model, images, layer_name=None):
+    """(heatmaps (n, H, W) in [0, 1] at the images' size, class probabilities (n, C)) for a batch of images."""
+    import tensorflow as tf
+
+    layer = feature_layer(model, layer_name)
+    images = tf.convert_to_tensor(np.asarray(images, dtype=np.float32))
+    with tf.GradientTape() as tape:
+        features, outputs = _forward(model, layer, images, tape)
+        outputs = tf.cast(outputs, tf.float32)
+        if outputs.shape[-1] == 1:  # a sigmoid unit: the probability of class 1; class 0's is 1 - p
+            probabilities = tf.concat([1.0 - outputs, outputs], axis=-1)
+        else:
+            probabilities = outputs
+        predicted = tf.argmax(probabilities, axis=-1)
+        scores = tf.gather(probabilities, predicted, batch_dims=1)
+    gradients = tape.gradient(scores, features)
+    if gradients is None:
+        raise GradCamError(f"{model.name}: the prediction does not depend on layer '{layer.name}'")
+    weights = tf.reduce_mean(tf.cast(gradients, tf.float32), axis=(1, 2), keepdims=True)
+    cams = tf.nn.relu(tf.reduce_sum(weights * tf.cast(features, tf.float32), axis=-1))
+    peaks = tf.reduce_max(cams, axis=(1, 2), keepdims=True)
+    cams = tf.math.divide_no_nan(cams, peaks)
+    resized = tf.image.resize(cams[..., None], images.shape[1:3], method="bilinear")[..., 0]
+    return np.clip(resized.numpy(), 0.0, 1.0), probabilities.numpy()
+
+
+def overlay(image, heatmap, alpha=0.45):
+    """The image with the heatmap laid over it in the `jet` colours (RGB floats in [0, 1])."""
+    from matplotlib import colormaps
+
+    colours = colormaps["jet"](heatmap)[..., :3]
+    return np.clip((1 - alpha) * np.asarray(image) + alpha * colours, 0.0, 1.0)
+
+
+def plot_explanations(images, maps, titles, heading, path, columns=3):
+    """Each image beside its heatmap overlay, titled; `columns` pairs per row."""
+    import math
+
+    from stages.plots import plt, save_figure
+
+    count = max(len(images), 1)
+    rows = math.ceil(count / columns)
+    pairs = min(columns, count)
+    figure, axes = plt.subplots(rows, 2 * pairs, figsize=(2.2 * 2 * pairs, 2.5 * rows + 0.5), squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for index, (image, heatmap, title) in enumerate(zip(images, maps, titles)):
+        row, column = divmod(index, columns)
+        axes[row, 2 * column].imshow(image)
+        axes[row, 2 * column].set_title(title, fontsize=8)
+        axes[row, 2 * column + 1].imshow(overlay(image, heatmap))
+        axes[row, 2 * column + 1].set_title("Grad-CAM", fontsize=8)
+    figure.suptitle(heading)
+    save_figure(figure, path)
