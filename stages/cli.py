@@ -2,6 +2,7 @@
 
 import argparse
 import contextlib
+import errno
 import logging
 import resource
 import sys
@@ -23,10 +24,23 @@ def peak_memory_mib():
     return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
 
 
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
 @contextlib.contextmanager
 def exit_on(prefix, *errors):
-    """Turn the expected errors into `<prefix>: error: <message>` and exit status 1, without a traceback."""
+    """Turn the expected errors, and a full disk, into `<prefix>: error: <message>` and exit status 1.
+
+    Outputs are written under temporary names and renamed into place whole, so a stage that runs out
+    of space leaves nothing half-written behind.
+    """
     try:
         yield
     except errors as error:
         sys.exit(f"{prefix}: error: {error}")
+    except OSError as error:
+        if error.errno not in DISK_FULL:
+            raise
+        where = f" while writing {error.filename}" if error.filename else ""
+        sys.exit(f"{prefix}: error: no space left on the device{where} ({error.strerror}); nothing half-written "
+                 "was kept: free some space and run `dvc repro` again")

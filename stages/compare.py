@@ -76,6 +76,11 @@ def collect(specs):
         for column, key in INTERVALS.items():
             interval = dotted(sources["metrics"], f"ci95.{key}") or {}
             row[f"{column} low"], row[f"{column} high"] = interval.get("low"), interval.get("high")
+        for name, metrics in sources["metrics"].get("external", {}).items():  # test sets from elsewhere
+            row[f"{name} accuracy"] = metrics["accuracy"]
+            row[f"{name} accuracy low"], row[f"{name} accuracy high"] = (metrics["ci95"]["accuracy"][end]
+                                                                         for end in ("low", "high"))
+            row[f"{name} balanced accuracy"] = metrics["balanced_accuracy"]
         row["size (MB)"] = round(row["size (MB)"] / 2**20, 2)
         row["weights"] = weights_origin(spec.builder, spec.network)
         rows.append(row)
@@ -115,8 +120,13 @@ DISPLAY_FORMATS = {
     "parameters": "{:,.0f}", "size (MB)": "{:.1f}", "inference images/s": "{:.0f}", "1-image latency (ms)": "{:.1f}", "best epoch": "{:.0f}",
     "epochs run": "{:.0f}",
 }
-# Columns the Markdown table leaves to the CSV, to stay readable on a code host.
-CSV_ONLY = ["dataset", "builder", *(f"{column} {end}" for column in INTERVALS for end in ("low", "high"))]
+# Columns the Markdown table leaves to the CSV, to stay readable on a code host (and every interval's ends).
+CSV_ONLY = ["dataset", "builder"]
+
+
+def interval_columns(table):
+    """The columns that have a 95 % interval beside them (`<column> low`, `<column> high`)."""
+    return [column for column in table.columns if f"{column} low" in table.columns]
 
 
 def with_interval(table, column):
@@ -127,13 +137,18 @@ def with_interval(table, column):
 
 def markdown_table(table):
     """The dataset's rows as a Markdown table, leaving out columns with no values (ROC AUC for multiclass)."""
-    shown = table.drop(columns=CSV_ONLY).dropna(axis=1, how="all")
-    for column in INTERVALS:
-        shown[column] = with_interval(table, column)
+    intervals = interval_columns(table)
+    ends = [f"{column} {end}" for column in intervals for end in ("low", "high")]
+    external_balanced = [column for column in table.columns
+                         if column.endswith(" balanced accuracy") and column != "balanced accuracy"]
+    shown = table.drop(columns=CSV_ONLY + ends + external_balanced).dropna(axis=1, how="all")
+    for column in intervals:
+        if column in shown.columns:
+            shown[column] = with_interval(table, column)
     for column in shown.columns:
         if column in DISPLAY_FORMATS:
             shown[column] = shown[column].map(DISPLAY_FORMATS[column].format)
-        elif shown[column].dtype.kind == "f" and column not in INTERVALS:
+        elif shown[column].dtype.kind == "f" and column not in intervals:
             shown[column] = shown[column].map("{:.3f}".format)
     alignment = ["left"] + ["right"] * (len(shown.columns) - 1)
     return shown.to_markdown(index=False, colalign=alignment, disable_numparse=True)
@@ -243,6 +258,16 @@ def plot_gradcam_side_by_side(dataset, specs, path):
     save_figure(figure, path)
 
 
+def external_line(summary):
+    """The dataset's external test sets, in a sentence (none: nothing)."""
+    sets = summary.get("external") or {}
+    if not sets:
+        return []
+    listed = "; ".join(f"`{name}`, {counts['total']} images" for name, counts in sets.items())
+    return [f"External test sets, photos from elsewhere, never used to train or to choose settings: {listed}. "
+            "Their accuracy is in the `<name> accuracy` column, their balanced accuracy in `comparison.csv`.", ""]
+
+
 def provenance(params, specs):
     """What the report was built from, in words that stay true once the report is committed."""
     datasets = {spec.dataset.name: spec.dataset.fingerprint or "not pinned" for spec in specs}
@@ -291,6 +316,7 @@ def write_report(params, specs, table):
                   f"{summary['train']['total']} training images (of which each model holds out a validation "
                   f"share) and {summary['test']['total']} test images of "
                   f"{'x'.join(map(str, details['train']['image_shape']))}.", "",
+                  *external_line(summary),
                   best_model_line(rows, dataset_specs), "", markdown_table(rows), ""]
         lines += [note for note in (untrained_note(spec) for spec in dataset_specs) if note]
         lines += ["", "Settings:", ""] + [settings_line(spec) for spec in dataset_specs] + [""]

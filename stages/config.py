@@ -23,7 +23,9 @@ LOCAL_DATA_ENV = "LOCAL_DATA_DIR"
 LOCAL_WEIGHTS_ENV = "LOCAL_WEIGHTS_DIR"
 
 FINGERPRINT_PATTERN = re.compile(r"^sha256:[0-9a-f]{64}$")
-DATASET_KEYS = {"source", "classes", "test_fraction", "image_size", "max_per_class", "fingerprint"}
+DATASET_KEYS = {"source", "classes", "test_fraction", "image_size", "max_per_class", "fingerprint", "external"}
+EXTERNAL_KEYS = {"file", "mirror", "classes", "sha256"}
+SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 FOLDER_SOURCE_KEYS = {"url", "root", "mirror"}
 H5_SOURCE_KEYS = {"train", "test", "mirror"}
 MODEL_KEYS = {"dataset", "builder", "network", "train"}
@@ -61,6 +63,7 @@ class DatasetSpec:
     max_per_class: int | None
     fingerprint: str | None
     seed: int
+    external: dict  # name: {file, mirror, classes, sha256}: test-only sets from elsewhere
 
     @property
     def source_kind(self):
@@ -95,6 +98,8 @@ def dataset_spec(params, name):
     for key in ("source", "classes", "image_size", "fingerprint"):
         if key not in block:
             raise ParamsError(f"{where}.{key} is missing")
+    if "external" not in block:  # the download stage depends on it by name
+        raise ParamsError(f"{where}.external is missing: name the dataset's external test sets, or {{}} for none")
 
     source = _check_source(block["source"], f"{where}.source")
     folders = "url" in source
@@ -114,7 +119,30 @@ def dataset_spec(params, name):
     seed = params.get("seed")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ParamsError(f"seed must be an integer, got {seed!r}")
-    return DatasetSpec(name, source, classes, test_fraction, image_size, max_per_class, fingerprint, seed)
+    external = _check_external(block["external"] or {}, list(classes), f"{where}.external")
+    return DatasetSpec(name, source, classes, test_fraction, image_size, max_per_class, fingerprint, seed, external)
+
+
+def _check_external(external, class_names, where):
+    """External test sets: each a course-layout HDF5 file whose label ids map onto some of the dataset's classes."""
+    if not isinstance(external, dict):
+        raise ParamsError(f"{where} must map test-set names to their blocks, got {external!r}")
+    for name, block in external.items():
+        here = f"{where}.{name}"
+        if not isinstance(block, dict):
+            raise ParamsError(f"{here}: expected a mapping, got {block!r}")
+        _reject_unknown_keys(block, EXTERNAL_KEYS, here)
+        if not isinstance(block.get("file"), str) or not block["file"]:
+            raise ParamsError(f"{here}.file must be the HDF5 file's path or http(s) URL, got {block.get('file')!r}")
+        classes = _check_classes(block.get("classes"), "label id", f"{here}.classes")
+        unknown = sorted(set(classes) - set(class_names))
+        if unknown:
+            raise ParamsError(f"{here}.classes: {', '.join(unknown)} not among the dataset's classes "
+                              f"({', '.join(class_names)})")
+        sha256 = block.get("sha256")
+        if sha256 is not None and not (isinstance(sha256, str) and SHA256_PATTERN.match(sha256)):
+            raise ParamsError(f"{here}.sha256 must be 64 hex digits, or null; got {sha256!r}")
+    return {str(name): dict(block) for name, block in external.items()}
 
 
 def _check_source(source, where):

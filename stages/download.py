@@ -3,6 +3,8 @@
 Sources: an http(s) archive (zip or tar) or a local directory of class folders, or a pair of
 course HDF5 files (paths or URLs). With LOCAL_DATA_DIR set, remote sources are read from the
 `mirror` path under that directory instead, so the stage runs offline with identical results.
+External test sets (course-layout HDF5 files) go to data/raw/<dataset>/external/<name>.h5, each
+checked against its own sha256, outside the dataset's fingerprint.
 
     python -m stages.download <dataset>
 """
@@ -23,7 +25,7 @@ import requests
 
 from stages.cli import exit_on, parse_stage_arguments
 from stages.config import LOCAL_DATA_ENV, ParamsError, dataset_spec, load_params, local_dir
-from stages.files import staged_path, tree_fingerprint
+from stages.files import file_sha256, staged_path, tree_fingerprint
 
 log = logging.getLogger("download")
 
@@ -53,6 +55,8 @@ def download_dataset(spec, local_dir=None):
         else:
             fetch_class_folders(spec, staging, Path(scratch), local_dir)
         verify_fingerprint(spec, staging)
+        for name, external in spec.external.items():
+            fetch_external(spec, name, external, staging / "external", Path(scratch), local_dir)
         return {entry.name: describe_entry(entry) for entry in sorted(staging.iterdir())}
 
 
@@ -227,36 +231,64 @@ def fetch_h5_pair(spec, staging, scratch, local_dir):
             path = Path(location)
             if not path.is_file():
                 raise DownloadError(f"source.{split}: no such file '{location}'")
-        check_course_h5(spec, path, split)
+        check_course_h5(path, split, spec.classes, spec.num_classes)
         shutil.copyfile(path, staging / f"{split}.h5")
 
 
-def check_course_h5(spec, path, split):
-    """Fail unless path is an HDF5 file in the course layout whose labels match params.yaml's classes."""
+def fetch_external(spec, name, external, folder, scratch, local_dir):
+    """One external test set: its HDF5 file, checked against the pinned sha256 and the course layout."""
+    where, location = f"datasets.{spec.name}.external.{name}", external["file"]
+    if is_remote(location) and local_dir is not None:
+        if not external.get("mirror"):
+            raise DownloadError(f"{LOCAL_DATA_ENV} is set but {where}.mirror is not: name the file's copy under it")
+        path = local_dir / external["mirror"]
+    elif is_remote(location):
+        path = fetch_url(spec, location, scratch / "external" / name)
+    else:
+        path = Path(location)
+    if not path.is_file():
+        raise DownloadError(f"{where}: the external test file {path} does not exist")
+    found = file_sha256(path)
+    if external.get("sha256") is None:
+        log.warning("%s: no sha256 pinned; %s gives %s: pin it as %s.sha256", spec.name, path, found, where)
+    elif found != external["sha256"]:
+        raise DownloadError(f"{where}: {path} has sha256 {found}, params.yaml expects {external['sha256']}; "
+                            "the file changed or is damaged")
+    check_course_h5(path, "test", external["classes"], None, where)
+    folder.mkdir(exist_ok=True)
+    shutil.copyfile(path, folder / f"{name}.h5")
+
+
+def check_course_h5(path, split, classes, class_count_expected, where=None):
+    """Fail unless path is an HDF5 file in the course layout whose labels are among `classes`' label ids.
+
+    class_count_expected: how many entries list_classes must have (None: any number).
+    """
+    label = f"{where}: {split} file {path.name}" if where else f"{split} file {path.name}"
     if sniff(path) != "hdf5":
-        raise DownloadError(f"{split} file {path.name}: expected an HDF5 file, got {describe_unknown(path)}")
+        raise DownloadError(f"{label}: expected an HDF5 file, got {describe_unknown(path)}")
     images_key, labels_key = f"{split}_set_x", f"{split}_set_y"
     try:
         with h5py.File(path, "r") as handle:
             missing = [key for key in (images_key, labels_key, "list_classes") if key not in handle]
             if missing:
-                raise DownloadError(f"{split} file {path.name} lacks dataset(s) {', '.join(missing)}; "
+                raise DownloadError(f"{label} lacks dataset(s) {', '.join(missing)}; "
                                     f"found {', '.join(sorted(handle))}")
             images_shape = handle[images_key].shape
             labels = handle[labels_key][()].reshape(-1)
             class_count = len(handle["list_classes"])
     except H5_ERRORS as error:
-        raise DownloadError(f"{split} file {path.name} is corrupt or truncated ({error})") from error
+        raise DownloadError(f"{label} is corrupt or truncated ({error})") from error
     if len(images_shape) not in (3, 4) or images_shape[0] != len(labels):
-        raise DownloadError(f"{split} file {path.name}: expected N images of HxW or HxWxC and N labels, "
+        raise DownloadError(f"{label}: expected N images of HxW or HxWxC and N labels, "
                             f"got images {images_shape} and {len(labels)} labels")
-    if class_count != spec.num_classes:
-        raise DownloadError(f"{split} file {path.name}: list_classes has {class_count} entries, "
-                            f"params.yaml declares {spec.num_classes} classes")
-    unknown = sorted(set(labels.tolist()) - set(spec.classes.values()))
+    if class_count_expected is not None and class_count != class_count_expected:
+        raise DownloadError(f"{label}: list_classes has {class_count} entries, "
+                            f"params.yaml declares {class_count_expected} classes")
+    unknown = sorted(set(labels.tolist()) - set(classes.values()))
     if unknown:
-        raise DownloadError(f"{split} file {path.name} has labels {unknown} that no class in params.yaml "
-                            f"maps to (declared: {spec.classes})")
+        raise DownloadError(f"{label} has labels {unknown} that no class in params.yaml "
+                            f"maps to (declared: {classes})")
 
 
 # --- integrity -----------------------------------------------------------------------------

@@ -7,7 +7,8 @@ precision_recall.json: of the positive class for binary models, micro-averaged o
 picture of the misclassified test images, misclassified.png, and Grad-CAM pictures of where the
 model looked: gradcam.png (per class, a test image it got right and one it got wrong, drawn with the
 seed) and gradcam_shared.png (one test image per class drawn with the seed alone, the same for every
-model of the dataset, which compare puts side by side).
+model of the dataset, which compare puts side by side). Each external test set of the dataset is
+scored the same way (`external.<name>` in the metrics; gradcam_external.png).
 
     python -m stages.evaluate <model>
 """
@@ -67,9 +68,11 @@ def measure_speed(model, images, batch_size):
 
 
 def evaluate_model(spec):
-    """Evaluate spec's model on the test split; write and return its metrics."""
+    """Evaluate spec's model on the test split and the external test sets; write and return its metrics."""
     model = load_trained_model(spec)
     images, labels = load_split(spec.dataset, "test", mmap_mode="r")
+    # Every input is checked before anything is written.
+    external = {name: load_split(spec.dataset, f"external/{name}", mmap_mode="r") for name in spec.dataset.external}
     if model.output_shape[-1] != labels.shape[1]:
         raise EvaluateError(f"{spec.model_path} outputs {model.output_shape[-1]} values per image but "
                             f"{spec.dataset.processed_dir} has labels {labels.shape[1]} wide: retrain the model")
@@ -84,6 +87,9 @@ def evaluate_model(spec):
         "inference": measure_speed(model, images, batch_size),
         "size": {"parameter_count": int(model.count_params()), "file_bytes": spec.model_path.stat().st_size},
     }
+    scored = {name: score(spec, model, *arrays) for name, arrays in external.items()}
+    if scored:
+        report["external"] = {name: metrics for name, (metrics, _, _) in scored.items()}
     write_json(spec.metrics_path, report)
     write_json(spec.eval_dir / "predictions.json",
                [{"actual": names[a], "predicted": names[p]} for a, p in zip(actual, predicted)])
@@ -93,8 +99,18 @@ def evaluate_model(spec):
     plot_misclassified(spec, images, actual, predicted, probabilities)
     started = time.perf_counter()
     explain(spec, model, images, actual, predicted)
+    explain_external(spec, model, {name: (external[name][0], *scored[name][1:]) for name in external})
     log.info("%s: Grad-CAM pictures in %.1f s", spec.name, time.perf_counter() - started)
     return report
+
+
+def score(spec, model, images, labels):
+    """(metrics, true classes, predicted classes) of the model on an external test set."""
+    probabilities, predicted = predict_classes(model, images, spec.train["batch_size"])
+    actual = class_indices(labels)
+    metrics = classification_metrics(actual, predicted, spec.dataset.class_names, positive_scores=probabilities[:, 1],
+                                     seed=spec.seed)
+    return {"test_images": int(len(labels)), **metrics}, actual, predicted
 
 
 def explanation_sample(actual, predicted, seed):
@@ -113,6 +129,22 @@ def shared_sample(actual, seed):
     """One test image per class, drawn with the seed alone: the same images for every model of a dataset."""
     rng = np.random.default_rng(seed)
     return [int(rng.choice(np.flatnonzero(actual == class_index))) for class_index in np.unique(actual)]
+
+
+def explain_external(spec, model, external):
+    """gradcam_external.png: per external test set and class, an image the model got right and one it got wrong."""
+    names = spec.dataset.class_names
+    shown, maps, titles = [], [], []
+    for set_name, (images, actual, predicted) in external.items():
+        indices = explanation_sample(actual, predicted, spec.seed)
+        set_maps, probabilities = gradcam.heatmaps(model, images[indices], spec.network.get("gradcam_layer"))
+        shown += list(images[indices])
+        maps += list(set_maps)
+        titles += [f"{set_name}: true {names[actual[i]]}\npredicted {names[row.argmax()]} ({row.max():.2f})"
+                   for i, row in zip(indices, probabilities)]
+    heading = (f"{spec.name}: where it looked on the external test sets" if external
+               else f"{spec.name}: no external test sets for {spec.dataset.name}")
+    gradcam.plot_explanations(shown, maps, titles, heading, spec.eval_dir / "gradcam_external.png")
 
 
 def explain(spec, model, images, actual, predicted):

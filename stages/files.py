@@ -16,6 +16,9 @@ HASH_CHUNK_BYTES = 1 << 20
 def staged_path(final_path, directory=False):
     """Yield a temporary sibling of final_path; move it into place only if the block succeeds.
 
+    A file is replaced in one atomic rename, so a reader sees the old file or the new one, never
+    neither and never a torn one.
+
     A process killed outright (SIGKILL, power loss) cannot clean up: its hidden `.<name>.partial-*`
     sibling is never taken for the output, and the next writer of the same output deletes it.
     """
@@ -34,7 +37,8 @@ def staged_path(final_path, directory=False):
     os.chmod(temporary, (0o777 if directory else 0o666) & ~current_umask())
     try:
         yield temporary
-        remove_path(final_path)
+        if final_path.is_dir() and not final_path.is_symlink():
+            remove_path(final_path)  # os.replace cannot replace a folder; a file it replaces atomically
         os.replace(temporary, final_path)
     finally:
         remove_path(temporary)

@@ -41,21 +41,24 @@ def feature_layer(model, name=None):
 
 
 def _forward(model, layer, images, tape):
-    """(feature map of `layer`, model outputs) in inference mode, the feature map watched by `tape`."""
+    """(feature map of `layer`, the input of the model's last layer), in inference mode.
+
+    The feature map is watched by `tape`, so gradients of what follows reach it.
+    """
     import keras
 
-    try:  # a layer of the top-level graph: one model with two outputs
-        split = keras.Model(model.inputs, [layer.output, model.output])
+    tape.watch(images)  # records the whole forward pass, even through frozen (unwatched) weights
+    last = model.layers[-1]
+    try:  # a layer of the top-level graph: one model with both tensors as outputs
+        split = keras.Model(model.inputs, [layer.output, last.input])
     except (ValueError, AttributeError):
         split = None
     if split is not None:
-        # One eager call records the path from the feature map to the outputs on the tape.
-        features, outputs = split(images, training=False)
-        return features, outputs
+        return split(images, training=False)
     # A chain of layers (a Sequential model, or a functional one holding a nested backbone): run it layer
     # by layer, so that the nested model's output is a tensor of this graph.
     x, features = images, None
-    for current in model.layers:
+    for current in model.layers[:-1]:
         if type(current).__name__ == "InputLayer":
             continue
         x = current(x, training=False)
@@ -66,28 +69,37 @@ def _forward(model, layer, images, tape):
 
 
 def heatmaps(model, images, layer_name=None):
-    """(heatmaps (n, H, W) in [0, 1] at the images' size, class probabilities (n, C)) for a batch of images."""
+    """(heatmaps (n, H, W) in [0, 1] at the images' size, class probabilities (n, C)) for a batch of images.
+
+    The gradient is that of the predicted class's score before the softmax (or sigmoid): a confident
+    prediction's probability barely moves, its score still does.
+    """
+    import keras
     import tensorflow as tf
 
     layer = feature_layer(model, layer_name)
+    last = model.layers[-1]
+    if not isinstance(last, keras.layers.Dense):
+        raise GradCamError(f"{model.name}: expected a Dense output layer to take class scores from, "
+                           f"found {type(last).__name__}")
     images = tf.convert_to_tensor(np.asarray(images, dtype=np.float32))
     with tf.GradientTape() as tape:
-        features, outputs = _forward(model, layer, images, tape)
-        outputs = tf.cast(outputs, tf.float32)
-        if outputs.shape[-1] == 1:  # a sigmoid unit: the probability of class 1; class 0's is 1 - p
-            probabilities = tf.concat([1.0 - outputs, outputs], axis=-1)
-        else:
-            probabilities = outputs
-        predicted = tf.argmax(probabilities, axis=-1)
-        scores = tf.gather(probabilities, predicted, batch_dims=1)
+        features, head_input = _forward(model, layer, images, tape)
+        logits = tf.matmul(tf.cast(head_input, tf.float32), tf.cast(last.kernel, tf.float32))
+        logits += tf.cast(last.bias, tf.float32)
+        if logits.shape[-1] == 1:  # a sigmoid unit: class 1's score is the logit, class 0's its negative
+            logits = tf.concat([-logits, logits], axis=-1)
+        predicted = tf.argmax(logits, axis=-1)
+        scores = tf.gather(logits, predicted, batch_dims=1)
     gradients = tape.gradient(scores, features)
     if gradients is None:
         raise GradCamError(f"{model.name}: the prediction does not depend on layer '{layer.name}'")
     weights = tf.reduce_mean(tf.cast(gradients, tf.float32), axis=(1, 2), keepdims=True)
     cams = tf.nn.relu(tf.reduce_sum(weights * tf.cast(features, tf.float32), axis=-1))
-    peaks = tf.reduce_max(cams, axis=(1, 2), keepdims=True)
-    cams = tf.math.divide_no_nan(cams, peaks)
+    cams = tf.math.divide_no_nan(cams, tf.reduce_max(cams, axis=(1, 2), keepdims=True))
     resized = tf.image.resize(cams[..., None], images.shape[1:3], method="bilinear")[..., 0]
+    # The same probabilities as the model's: a sigmoid of the two-column logits' difference is the softmax.
+    probabilities = tf.nn.softmax(logits, axis=-1) if last.units > 1 else tf.nn.softmax(logits / 2.0, axis=-1)
     return np.clip(resized.numpy(), 0.0, 1.0), probabilities.numpy()
 
 

@@ -47,11 +47,14 @@ def preprocess_dataset(spec):
         if len(images) == 0:
             raise PreprocessError(f"the {split} split is empty: too few readable images in {spec.raw_dir}")
 
+    external = read_external_sets(spec)
     with staged_path(spec.processed_dir, directory=True) as staging:
-        for split, (images, labels) in splits.items():
+        for split, (images, labels) in [*splits.items(), *((f"external/{name}", data) for name, data in external.items())]:
             save_split(staging, split, images, encode_labels(labels, spec.num_classes))
         write_json(staging / "classes.json", spec.class_names)
     summary, details = summarize(spec, splits, available, skipped)
+    for name, (images, labels) in external.items():
+        summary.setdefault("external", {})[name] = split_counts(spec, labels)
     write_json(spec.reports_dir / "summary.json", summary)
     write_json(spec.reports_dir / "details.json", details)
     plot_samples(spec, *splits["train"], spec.reports_dir / "samples.png")
@@ -92,19 +95,29 @@ def read_class_folders(spec, rng):
 
 def read_h5_pair(spec):
     """Read course-layout train.h5 and test.h5: the files define the split."""
-    index_of_label = {label: index for index, label in enumerate(spec.classes.values())}
-    splits, available = {}, {}
-    for split in ("train", "test"):
-        path = spec.raw_dir / f"{split}.h5"
-        if not path.is_file():
-            raise PreprocessError(f"{path} is missing: run the download stage first")
+    splits = {split: read_course_h5(spec, spec.raw_dir / f"{split}.h5", split, spec.classes)
+              for split in ("train", "test")}
+    return splits, {split: len(images) for split, (images, _) in splits.items()}, []
+
+
+def read_course_h5(spec, path, split, classes):
+    """(images, class indices) of a course-layout HDF5 file; `classes` maps class names to its label ids."""
+    index_of_label = {label: spec.class_names.index(name) for name, label in classes.items()}
+    try:
         with h5py.File(path, "r") as handle:
             pixels = handle[f"{split}_set_x"][()]
             file_labels = handle[f"{split}_set_y"][()].reshape(-1)
-        images = np.stack([array_to_model_input(image, spec.image_size) for image in pixels])
-        splits[split] = images, np.array([index_of_label[label] for label in file_labels.tolist()], dtype=np.int64)
-        available[split] = len(images)
-    return splits, available, []
+    except (OSError, KeyError) as error:
+        raise PreprocessError(f"{path} is missing or unreadable ({error}): run `dvc repro download@{spec.name}` "
+                              "to fetch it again") from error
+    images = np.stack([array_to_model_input(image, spec.image_size) for image in pixels])
+    return images, np.array([index_of_label[label] for label in file_labels.tolist()], dtype=np.int64)
+
+
+def read_external_sets(spec):
+    """{name: (images, class indices)} of the dataset's external test sets, as download left them."""
+    return {name: read_course_h5(spec, spec.raw_dir / "external" / f"{name}.h5", "test", external["classes"])
+            for name, external in spec.external.items()}
 
 
 def summarize(spec, splits, available, skipped):
@@ -113,13 +126,15 @@ def summarize(spec, splits, available, skipped):
     details = {"dataset": spec.name, "source_kind": spec.source_kind, "seed": spec.seed,
                "classes": spec.class_names, "skipped_files": skipped}
     for split, (images, labels) in splits.items():
-        summary[split] = {
-            "total": int(len(labels)),
-            "per_class": {name: int(np.sum(labels == index)) for index, name in enumerate(spec.class_names)},
-        }
+        summary[split] = split_counts(spec, labels)
         details[split] = {"image_shape": list(images.shape[1:]),
                           "label_shape": list(encode_labels(labels[:1], spec.num_classes).shape[1:])}
     return summary, details
+
+
+def split_counts(spec, labels):
+    return {"total": int(len(labels)),
+            "per_class": {name: int(np.sum(labels == index)) for index, name in enumerate(spec.class_names)}}
 
 
 def plot_samples(spec, images, labels, path):

@@ -57,9 +57,10 @@ def tar_folder(source_dir, archive_path, top="top"):
     return Path(archive_path)
 
 
-def dataset_block(source, classes, fingerprint=None, test_fraction=0.25, image_size=8, max_per_class=None):
+def dataset_block(source, classes, fingerprint=None, test_fraction=0.25, image_size=8, max_per_class=None,
+                  external=None):
     return {"source": source, "classes": classes, "test_fraction": test_fraction, "image_size": image_size,
-            "max_per_class": max_per_class, "fingerprint": fingerprint}
+            "max_per_class": max_per_class, "fingerprint": fingerprint, "external": external or {}}
 
 
 def write_params(project_dir, datasets, seed=7):
@@ -118,3 +119,72 @@ def read_train_report(project, name):
     """A training run's metrics (reports/train/) and run facts (reports/runs/) as one dict."""
     return {**json.loads((Path(project) / "reports/train" / f"{name}.json").read_text()),
             **json.loads((Path(project) / "reports/runs" / f"{name}.json").read_text())}
+
+
+# --- a temporary copy of the project as its own git + DVC repository, for `dvc repro` end to end ---------
+
+PROJECT_FILES = ["dvc.yaml", "stages", ".gitignore"]
+
+
+def hermetic_env(home, local_data_dir):
+    """An environment where DVC and git see nothing of this machine's config or caches."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("DVC_", "GIT_"))}
+    env.update({
+        "HOME": str(home),
+        "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{env.get('PATH', '')}",
+        "DVC_NO_ANALYTICS": "1",
+        "DVC_SITE_CACHE_DIR": str(home / "dvc-site-cache"),
+        "DVC_GLOBAL_CONFIG_DIR": str(home / "dvc-global"),
+        "DVC_SYSTEM_CONFIG_DIR": str(home / "dvc-system"),
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_AUTHOR_NAME": "Test", "GIT_AUTHOR_EMAIL": "test@example.org",
+        "GIT_COMMITTER_NAME": "Test", "GIT_COMMITTER_EMAIL": "test@example.org",
+        "LOCAL_DATA_DIR": str(local_data_dir),
+    })
+    return env
+
+
+class Repo:
+    """A temporary copy of the project as its own git + DVC repository."""
+
+    def __init__(self, root, env, params):
+        self.root, self.env, self.params = root, env, params
+
+    def run(self, *command, stdout_only=False):
+        result = subprocess.run(command, cwd=self.root, env=self.env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}"
+        return result.stdout if stdout_only else result.stdout + result.stderr
+
+    def dvc(self, *args, stdout_only=False):
+        return self.run(sys.executable, "-m", "dvc", *args, stdout_only=stdout_only)
+
+    def write_params(self, params):
+        (self.root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def new_repo(tmp_path, mirror, params):
+    """The project's dvc.yaml and stages with `params`, as a fresh git + DVC repository reading `mirror`."""
+    import shutil
+
+    root = tmp_path / "repo"
+    root.mkdir()
+    for name in PROJECT_FILES:
+        source = REPO_ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, root / name)
+    home = tmp_path / "home"
+    home.mkdir()
+    repo = Repo(root, hermetic_env(home, mirror), params)
+    repo.write_params(params)
+    repo.run("git", "init", "-q", "-b", "main")
+    repo.dvc("init", "-q")
+    repo.run("git", "add", "-A")
+    repo.run("git", "commit", "-qm", "tiny project")
+    return repo
+
+
+def stages_run(output):
+    """Names of the stages a `dvc repro` output says it ran."""
+    return sorted(line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage"))

@@ -59,6 +59,8 @@ def reports(project):
         metrics = dict(fixture_metrics(tuple(names), right))
         metrics.update(loss=0.5, inference={"images_per_second": 100.0, "single_image_latency_ms": 5.0},
                        size={"parameter_count": 1000, "file_bytes": 3 * 2**20})
+        if dataset == "digits":  # an external test set, on which every model gets 10 of 20 right
+            metrics["external"] = {"course": {**fixture_metrics(tuple(names), 10), "test_images": 20}}
         write(project / f"reports/metrics/{name}.json", metrics)
         write(project / f"reports/train/{name}.json", {"best_val_accuracy": 0.8, "best_epoch": 2, "epochs_run": 3})
         curves = project / f"reports/train/{name}/plots/metrics/eval"
@@ -67,11 +69,13 @@ def reports(project):
         (curves / "loss.tsv").write_text("step\tloss\n0\t1.0\n1\t0.8\n2\t0.7\n")
         write(project / f"reports/eval/{name}/predictions.json",
               [{"actual": names[a], "predicted": names[p]} for a, p in zip(actual, predicted)])
+        Image.new("RGB", (600, 150), (90, 90, 200)).save(project / f"reports/eval/{name}/gradcam_shared.png")
         roc, precision_recall = curve_points(actual, probabilities)
         write(project / f"reports/eval/{name}/roc.json", roc)
         write(project / f"reports/eval/{name}/precision_recall.json", precision_recall)
     for dataset, names in CLASSES.items():
-        write(project / f"reports/data/{dataset}/summary.json", {"train": {"total": 30}, "test": {"total": 20}})
+        write(project / f"reports/data/{dataset}/summary.json", {"train": {"total": 30}, "test": {"total": 20}, **(
+            {"external": {"course": {"total": 20}}} if dataset == "digits" else {})})
         write(project / f"reports/data/{dataset}/details.json", {"classes": names, "train": {"image_shape": [16, 16, 3]}})
     save_params(project, {
         "seed": 5,
@@ -98,6 +102,10 @@ def test_report_table_best_model_and_csv(reports):
     assert "`digits_transfer` was trained from random initial weights" in report
     assert "seed 5" in report and "30 training images" in report
     assert "uncommitted" not in report
+    assert "External test sets, photos from elsewhere, never used to train or to choose settings: `course`, 20 " \
+           "images." in report
+    assert "course accuracy" in report.split("## faces")[0] and "course accuracy" not in report.split("## faces")[1]
+    assert "| 0.500 [0.30, 0.70] |" in table_lines[0], "the external set's accuracy with its Wilson interval"
 
     table = pd.read_csv(reports / "reports/comparison.csv")
     assert list(table["model"]) == list(FIXTURE_MODELS)
@@ -112,7 +120,7 @@ def test_every_figure_is_a_png_linked_from_the_report(reports):
     report = (reports / "reports/comparison.md").read_text()
     figures = sorted(p.name for p in (reports / "reports/figures").iterdir())
     assert figures == ["confusion_digits.png", "confusion_faces.png", "curves_digits.png", "curves_faces.png",
-                       "roc_digits.png", "roc_faces.png", "scores.png"]
+                       "gradcam_digits.png", "gradcam_faces.png", "roc_digits.png", "roc_faces.png", "scores.png"]
     for name in figures:
         with Image.open(reports / "reports/figures" / name) as picture:
             assert picture.format == "PNG" and picture.width > 300

@@ -1,12 +1,22 @@
 """Damaged intermediate files: each stage checks what it reads and says what is wrong and how to mend it."""
 
+import errno
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
 import numpy as np
 import pytest
-from helpers import run_stage
+from helpers import REPO_ROOT, TRAIN_DEFAULTS, dataset_block, new_repo, run_stage, write_image_folders
 from PIL import Image
 
 from stages import evaluate, predict, train
 from stages.config import load_params, model_spec
+from stages.files import file_sha256, remove_path, tree_fingerprint
 from stages.models import get_builder, save_model
 
 MEND_DATA = "run `dvc repro preprocess@digits` to rebuild it"
@@ -88,3 +98,212 @@ def test_model_file_that_is_not_an_archive(saved_model, tiny_project):
     saved_model.write_text("not a model")
     assert_one_clear_line(run_stage(evaluate, "digits_cnn"), "models/digits_cnn.keras: expected a Keras model archive",
                           MEND_MODEL)
+
+
+# --- a kill at any moment loses nothing ------------------------------------------------------------------
+
+KILL_SEED = 15
+STAGE_KINDS = ("download", "preprocess", "train", "evaluate", "compare")
+KILLS_PER_KIND = 2
+CHAINS = 2
+# A kill comes at a random moment in the first WINDOW_SHARE of a stage's length in the uninterrupted run.
+WINDOW_SHARE = 0.8
+
+
+@pytest.fixture
+def small_repo(tmp_path):
+    """The pipeline on one tiny dataset with one small model: every stage kind once."""
+    mirror = tmp_path / "mirror"
+    write_image_folders(mirror / "digits", {"0": 6, "1": 6, "2": 6}, size=(24, 24))
+    params = {
+        "seed": 3,
+        "datasets": {"digits": dataset_block({"url": "http://127.0.0.1:9/unreachable.zip", "mirror": "digits"},
+                                             {"0": "0", "1": "1", "2": "2"}, tree_fingerprint(mirror / "digits"),
+                                             test_fraction=0.33, image_size=16)},
+        "train": dict(TRAIN_DEFAULTS, batch_size=4, epochs=4),
+        "models": {"digits_cnn": {"dataset": "digits", "builder": "signs_cnn"}},
+    }
+    return new_repo(tmp_path, mirror, params)
+
+
+def lasting_outputs(root):
+    """What an interrupted pipeline must end with exactly as an uninterrupted one: every file under data/ and
+    models/ (bytes), and every figure of the JSON reports except the measured times (inference speed, run facts)."""
+    snapshot = {}
+    for folder in ("data", "models"):
+        for path in sorted((root / folder).rglob("*")):
+            if path.is_file():
+                snapshot[path.relative_to(root).as_posix()] = file_sha256(path)
+    for path in sorted((root / "reports").rglob("*.json")):
+        if path.parent.name != "runs":
+            report = json.loads(path.read_text())
+            if isinstance(report, dict):
+                report.pop("inference", None)
+            snapshot[path.relative_to(root).as_posix()] = report
+    return snapshot
+
+
+def timed_repro(repo):
+    """Run `dvc repro` uninterrupted; {stage kind: seconds from its start to the next stage's (or the end)}."""
+    process = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=repo.root,
+                               env={**repo.env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    starts = []
+    for line in process.stdout:
+        if line.startswith("Running stage"):
+            starts.append((line.split("'")[1].split("@")[0], time.monotonic()))
+    assert process.wait() == 0
+    ends = [moment for _, moment in starts[1:]] + [time.monotonic()]
+    return {kind: end - start for (kind, start), end in zip(starts, ends)}
+
+
+def repro_killed_in(repo, kind, delay, log_path):
+    """Start `dvc repro`, and SIGKILL it with its stage process `delay` s after a stage of `kind` (or of a later
+    kind, when this run has no `kind` stage left to run) starts.
+
+    Returns the stage the kill hit (the last one started), or None when the run ended first.
+    """
+    markers = [f"Running stage '{later}" for later in STAGE_KINDS[STAGE_KINDS.index(kind):]]
+    with open(log_path, "w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--no-run-cache"], cwd=repo.root,
+                                   env={**repo.env, "PYTHONUNBUFFERED": "1"},  # each line as it is printed
+                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 300
+        while process.poll() is None and not any(marker in log_path.read_text() for marker in markers):
+            assert time.monotonic() < deadline, log_path.read_text()[-2000:]
+            time.sleep(0.05)
+        time.sleep(delay)
+        if process.poll() is not None:
+            return None
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    started = [line.split("'")[1] for line in log_path.read_text().splitlines() if line.startswith("Running stage")]
+    return started[-1] if started else "dvc, before any stage"
+
+
+@pytest.mark.slow
+def test_kill_at_random_moments_then_repro_ends_as_an_uninterrupted_run(small_repo, tmp_path, capsys):
+    repo = small_repo
+    stage_seconds = timed_repro(repo)
+    reference = lasting_outputs(repo.root)
+    assert any(key.startswith("models/") for key in reference) and "reports/metrics/digits_cnn.json" in reference
+
+    rng = random.Random(KILL_SEED)
+    hits = []
+    for chain in range(CHAINS):
+        for path in ("data", "models", "reports", "dvc.lock"):  # every stage has to run again, none restored
+            remove_path(repo.root / path)
+        for kind in STAGE_KINDS:
+            killed = 0
+            for _ in range(2 * KILLS_PER_KIND):  # a run can end before its kill comes: then try again
+                delay = round(rng.uniform(0.0, WINDOW_SHARE * stage_seconds[kind]), 2)
+                hit = repro_killed_in(repo, kind, delay, tmp_path / f"kill-{len(hits)}.log")
+                hits.append((chain, kind, delay, hit or "nothing: the run had ended"))
+                killed += hit is not None
+                if killed == KILLS_PER_KIND:
+                    break
+        repo.dvc("repro")
+        assert "Data and pipelines are up to date" in repo.dvc("status"), f"chain {chain}"
+        assert lasting_outputs(repo.root) == reference, f"chain {chain}: outputs differ from the uninterrupted run"
+
+    killed = [hit for *_, hit in hits if not hit.startswith("nothing")]
+    with capsys.disabled():
+        print(f"\nkill matrix: {len(hits)} kill points tried, {len(killed)} killed a running dvc repro:")
+        for chain, kind, delay, hit in hits:
+            print(f"  chain {chain}: {delay:5.2f} s into a {kind} stage -> {hit}")
+    assert len(killed) >= 20
+    assert {hit.split("@")[0] for hit in killed} >= set(STAGE_KINDS), "every stage kind was hit"
+
+
+# --- a full disk ----------------------------------------------------------------------------------------
+
+def test_a_full_disk_is_one_clear_line_and_leaves_no_partial_output(tiny_project, monkeypatch):
+    from stages import preprocess
+
+    def full_disk(path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    write_image_folders(tiny_project / "data/raw/digits", {"0": 4, "1": 4, "2": 4}, size=(16, 16))
+    remove_path(tiny_project / "data/processed/digits")
+    monkeypatch.setattr(np, "save", full_disk)
+
+    message = run_stage(preprocess, "digits")
+
+    assert_one_clear_line(message, "preprocess digits: error: no space left on the device while writing",
+                          "free some space and run `dvc repro` again")
+    assert sorted(path.name for path in (tiny_project / "data/processed").iterdir()) == ["faces"]
+
+
+def mount_tmpfs(directory, size):
+    """Mount a tmpfs of `size` on directory; False where this machine does not allow it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(directory)],
+                          capture_output=True).returncode == 0
+
+
+@pytest.mark.slow
+def test_a_stage_that_fills_its_disk_fails_cleanly_and_the_next_repro_completes(small_repo):
+    repo = small_repo
+    models = repo.root / "models"
+    if not mount_tmpfs(models, "8k"):
+        pytest.skip("this machine does not allow mounting a tmpfs (needs root); the injected ENOSPC test covers it")
+    try:
+        failed = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=repo.root, env=repo.env,
+                                capture_output=True, text=True, timeout=600)
+        assert failed.returncode != 0
+        output = failed.stdout + failed.stderr
+        assert "train digits_cnn: error: no space left on the device" in output, output[-3000:]
+        assert "Traceback" not in output
+        leftovers = [path.name for path in models.rglob("*")]
+        assert leftovers in ([], ["resume"]), f"only complete checkpoints may stay, found {leftovers}"
+    finally:
+        subprocess.run(["umount", str(models)], check=True)  # space freed
+
+    repo.dvc("repro")
+    assert "Data and pipelines are up to date" in repo.dvc("status")
+    assert (models / "digits_cnn.keras").is_file()
+
+
+# --- reading a model while it is rewritten --------------------------------------------------------------
+
+REWRITER = """
+import sys, time
+import keras
+from stages.models import get_builder, save_model
+models = []
+for seed in (1, 2):
+    keras.utils.set_random_seed(seed)
+    models.append(get_builder("signs_cnn")((16, 16, 3), 3))
+deadline = time.monotonic() + float(sys.argv[1])
+count = 0
+while time.monotonic() < deadline:
+    save_model(models[count % 2], "models/digits_cnn.keras")
+    count += 1
+print(count)
+"""
+
+
+@pytest.mark.slow
+def test_predict_reads_the_old_model_or_the_new_never_a_torn_one(tiny_project):
+    """A writer process rewrites the model with two sets of weights, back to back, while predict reads it."""
+    spec = model_spec(load_params(), "digits_cnn")
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(tiny_project / "red.png")
+    expected = []
+    for seed in (1, 2):
+        import keras
+
+        keras.utils.set_random_seed(seed)
+        save_model(get_builder("signs_cnn")((16, 16, 3), 3), spec.model_path)
+        expected.append(predict.predict(spec, ["red.png"])[0]["probabilities"])
+    assert expected[0] != expected[1]
+
+    writer = subprocess.Popen([sys.executable, "-c", REWRITER, "20"], cwd=tiny_project, stdout=subprocess.PIPE,
+                              text=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    reads = []
+    while writer.poll() is None:
+        probabilities = predict.predict(spec, ["red.png"])[0]["probabilities"]
+        reads.append(expected.index(probabilities) if probabilities in expected else "torn")
+    saves = int(writer.communicate()[0].strip().splitlines()[-1])
+
+    assert writer.returncode == 0 and saves > 20 and len(reads) > 20, (saves, len(reads))
+    assert "torn" not in reads and set(reads) == {0, 1}, reads

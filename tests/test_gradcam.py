@@ -124,3 +124,11 @@ def test_predict_explain_writes_the_overlay(saved_model, tiny_project, capsys):
 def test_predict_explain_errors(saved_model, tiny_project, target, message):
     assert run_stage(predict, "digits_cnn", "red.png", "--explain", target) == message
     assert not (tiny_project / target).exists()
+
+
+def test_a_frozen_model_is_explained_too():
+    keras.utils.set_random_seed(2)
+    model = get_builder("signs_cnn")((16, 16, 3), 3)
+    model.trainable = False
+    maps, _ = gradcam.heatmaps(model, np.random.default_rng(1).random((2, 16, 16, 3), dtype=np.float32))
+    assert maps.shape == (2, 16, 16) and maps.max() > 0
