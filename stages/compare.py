@@ -18,7 +18,7 @@ import pandas as pd
 from stages.cli import exit_on, parse_stage_arguments
 from stages.config import ParamsError, load_params, model_spec
 from stages.files import staged_path
-from stages.metrics import confusion_matrix, mcnemar_test
+from stages.metrics import classification_metrics, confusion_matrix, mcnemar_test
 from stages.models import weights_origin
 from stages.plots import plt, save_figure
 
@@ -87,17 +87,44 @@ def collect(specs):
     return pd.DataFrame(rows)
 
 
+def baseline_row(dataset, summary, class_names, seed):
+    """The figures of always answering the training split's most common class, on the test split's counts."""
+    train, test = summary["train"]["per_class"], summary["test"]["per_class"]
+    majority = max(class_names, key=lambda name: train[name])
+    actual = np.repeat(np.arange(len(class_names)), [test[name] for name in class_names])
+    metrics = classification_metrics(actual, np.full(len(actual), class_names.index(majority)), class_names, seed=seed)
+    row = {"model": f"baseline: always {majority}", "dataset": dataset, "builder": "majority class",
+           "test accuracy": metrics["accuracy"], "balanced accuracy": metrics["balanced_accuracy"],
+           "macro F1": metrics["macro"]["f1"]}
+    for column, key in INTERVALS.items():
+        row[f"{column} low"], row[f"{column} high"] = metrics["ci95"][key]["low"], metrics["ci95"][key]["high"]
+    return row
+
+
+def baseline_flags(rows, baseline, headline):
+    """A line per model that does not beat the majority-class baseline on the headline metric."""
+    return [f"Flag: `{row['model']}` does not beat the majority-class baseline on {headline} "
+            f"({row[headline]:.3f} against {baseline[headline]:.3f})."
+            for _, row in rows.iterrows() if not row[headline] > baseline[headline]]
+
+
 def correct_answers(spec):
     """Per test image, whether the model got it right (from predictions.json, in test-split order)."""
     return np.array([row["actual"] == row["predicted"] for row in read_json(spec.eval_dir / "predictions.json")])
 
 
+# A dataset's `headline` metric: the table column it names.
+HEADLINE_COLUMNS = {"accuracy": "test accuracy", "balanced_accuracy": "balanced accuracy", "macro_f1": "macro F1"}
+
+
 def best_model_line(table, specs, significance=0.05):
-    """The best model by test accuracy, and whether an exact McNemar test says it beats each other model."""
-    ranked = table.sort_values(["test accuracy", "macro F1"], ascending=False)
+    """The best model by the dataset's headline metric, and whether an exact McNemar test on the same test
+    images says it beats each other model."""
+    headline = HEADLINE_COLUMNS[specs[0].dataset.headline]
+    ranked = table.sort_values([headline, "macro F1"], ascending=False)
     best = ranked.iloc[0]
-    line = (f"Best on test accuracy: **{best['model']}**, {best['test accuracy']:.3f} "
-            f"[{best['test accuracy low']:.2f}, {best['test accuracy high']:.2f}].")
+    line = (f"Best on {headline}: **{best['model']}**, {best[headline]:.3f} "
+            f"[{best[f'{headline} low']:.2f}, {best[f'{headline} high']:.2f}].")
     by_name = {spec.name: spec for spec in specs}
     best_correct = correct_answers(by_name[best["model"]])
     tied = []
@@ -131,8 +158,13 @@ def interval_columns(table):
 
 def with_interval(table, column):
     """'0.952 [0.90, 0.98]': a figure and its 95 % interval."""
-    return [f"{value:.3f} [{low:.2f}, {high:.2f}]" if pd.notna(low) else f"{value:.3f}"
+    return ["" if pd.isna(value) else f"{value:.3f} [{low:.2f}, {high:.2f}]" if pd.notna(low) else f"{value:.3f}"
             for value, low, high in zip(table[column], table[f"{column} low"], table[f"{column} high"])]
+
+
+def formatter(pattern):
+    """pattern.format for a value, and an empty cell for a missing one (the baseline row has no size)."""
+    return lambda value: "" if pd.isna(value) else pattern.format(value)
 
 
 def markdown_table(table):
@@ -147,10 +179,11 @@ def markdown_table(table):
             shown[column] = with_interval(table, column)
     for column in shown.columns:
         if column in DISPLAY_FORMATS:
-            shown[column] = shown[column].map(DISPLAY_FORMATS[column].format)
+            shown[column] = shown[column].map(formatter(DISPLAY_FORMATS[column]))
         elif shown[column].dtype.kind == "f" and column not in intervals:
-            shown[column] = shown[column].map("{:.3f}".format)
+            shown[column] = shown[column].map(formatter("{:.3f}"))
     alignment = ["left"] + ["right"] * (len(shown.columns) - 1)
+    shown = shown.astype(object).where(shown.notna(), "")  # an empty cell, not "nan", where a row has no value
     return shown.to_markdown(index=False, colalign=alignment, disable_numparse=True)
 
 
@@ -317,7 +350,11 @@ def write_report(params, specs, table):
                   f"share) and {summary['test']['total']} test images of "
                   f"{'x'.join(map(str, details['train']['image_shape']))}.", "",
                   *external_line(summary),
-                  best_model_line(rows, dataset_specs), "", markdown_table(rows), ""]
+                  best_model_line(rows, dataset_specs), ""]
+        baseline = baseline_row(dataset, summary, details["classes"], params["seed"])
+        headline = HEADLINE_COLUMNS[dataset_specs[0].dataset.headline]
+        lines += [markdown_table(pd.concat([rows, pd.DataFrame([baseline])], ignore_index=True)), ""]
+        lines += baseline_flags(rows, baseline, headline)
         lines += [note for note in (untrained_note(spec) for spec in dataset_specs) if note]
         lines += ["", "Settings:", ""] + [settings_line(spec) for spec in dataset_specs] + [""]
         lines += [f"![{dataset} training curves](figures/curves_{dataset}.png)", "",

@@ -23,7 +23,9 @@ LOCAL_DATA_ENV = "LOCAL_DATA_DIR"
 LOCAL_WEIGHTS_ENV = "LOCAL_WEIGHTS_DIR"
 
 FINGERPRINT_PATTERN = re.compile(r"^sha256:[0-9a-f]{64}$")
-DATASET_KEYS = {"source", "classes", "test_fraction", "image_size", "max_per_class", "fingerprint", "external"}
+DATASET_KEYS = {"source", "classes", "test_fraction", "image_size", "max_per_class", "fingerprint", "external",
+                "headline"}
+HEADLINE_METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
 EXTERNAL_KEYS = {"file", "mirror", "classes", "sha256"}
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 FOLDER_SOURCE_KEYS = {"url", "root", "mirror"}
@@ -64,6 +66,7 @@ class DatasetSpec:
     fingerprint: str | None
     seed: int
     external: dict  # name: {file, mirror, classes, sha256}: test-only sets from elsewhere
+    headline: str = "accuracy"  # the test figure the comparison ranks this dataset's models by
 
     @property
     def source_kind(self):
@@ -120,7 +123,11 @@ def dataset_spec(params, name):
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ParamsError(f"seed must be an integer, got {seed!r}")
     external = _check_external(block["external"] or {}, list(classes), f"{where}.external")
-    return DatasetSpec(name, source, classes, test_fraction, image_size, max_per_class, fingerprint, seed, external)
+    headline = block.get("headline", "accuracy")
+    if headline not in HEADLINE_METRICS:
+        raise ParamsError(f"{where}.headline must be one of {', '.join(HEADLINE_METRICS)}, got {headline!r}")
+    return DatasetSpec(name, source, classes, test_fraction, image_size, max_per_class, fingerprint, seed, external,
+                       headline)
 
 
 def _check_external(external, class_names, where):

@@ -74,8 +74,12 @@ def reports(project):
         write(project / f"reports/eval/{name}/roc.json", roc)
         write(project / f"reports/eval/{name}/precision_recall.json", precision_recall)
     for dataset, names in CLASSES.items():
-        write(project / f"reports/data/{dataset}/summary.json", {"train": {"total": 30}, "test": {"total": 20}, **(
-            {"external": {"course": {"total": 20}}} if dataset == "digits" else {})})
+        test_counts = {name: int(np.sum(np.arange(TEST_IMAGES) % len(names) == i)) for i, name in enumerate(names)}
+        train_counts = {name: 10 + i for i, name in enumerate(names)}  # the last class is the most common
+        write(project / f"reports/data/{dataset}/summary.json", {
+            "train": {"total": sum(train_counts.values()), "per_class": train_counts},
+            "test": {"total": 20, "per_class": test_counts},
+            **({"external": {"course": {"total": 20}}} if dataset == "digits" else {})})
         write(project / f"reports/data/{dataset}/details.json", {"classes": names, "train": {"image_shape": [16, 16, 3]}})
     save_params(project, {
         "seed": 5,
@@ -100,7 +104,7 @@ def test_report_table_best_model_and_csv(reports):
     assert "| 0.950 [0.76, 0.99] |" in table_lines[1], "accuracy with its Wilson interval"
     assert "ROC AUC" in report.split("## faces")[1] and "ROC AUC" not in report.split("## faces")[0]
     assert "`digits_transfer` was trained from random initial weights" in report
-    assert "seed 5" in report and "30 training images" in report
+    assert "seed 5" in report and "33 training images" in report
     assert "uncommitted" not in report
     assert "External test sets, photos from elsewhere, never used to train or to choose settings: `course`, 20 " \
            "images." in report
@@ -125,6 +129,32 @@ def test_every_figure_is_a_png_linked_from_the_report(reports):
         with Image.open(reports / "reports/figures" / name) as picture:
             assert picture.format == "PNG" and picture.width > 300
         assert f"(figures/{name})" in report
+
+
+def test_a_baseline_row_per_dataset_and_the_headline_metric_ranks(reports):
+    params = load_params()
+    params["datasets"]["faces"]["headline"] = "balanced_accuracy"
+    save_params(reports, params)
+
+    compare.main([])
+
+    report = (reports / "reports/comparison.md").read_text()
+    digits, faces = report.split("## faces")
+    # always "2", the most common training class: 6 of the 20 test images (indices 2, 5, ..., 17)
+    baseline = next(line for line in digits.splitlines() if line.startswith("| baseline: always 2 "))
+    cells = [cell.strip() for cell in baseline.split("|")[1:-1]]
+    assert cells[1:3] == ["0.300 [0.15, 0.52]", "0.333 [0.33, 0.33]"], "accuracy 6/20, balanced accuracy 1/3"
+    assert "nan" not in cells, "a baseline has no size or speed: empty cells"
+    assert "Best on balanced accuracy: **faces_cnn**" in faces and "| baseline: always yes " in faces
+    assert "Flag:" not in report, "every model beats its baseline"
+
+
+def test_a_model_that_does_not_beat_the_baseline_is_flagged():
+    rows = pd.DataFrame({"model": ["good", "tied", "bad"], "balanced accuracy": [0.7, 0.5, 0.4]})
+    flags = compare.baseline_flags(rows, {"balanced accuracy": 0.5}, "balanced accuracy")
+    assert flags == ["Flag: `tied` does not beat the majority-class baseline on balanced accuracy (0.500 against "
+                     "0.500).", "Flag: `bad` does not beat the majority-class baseline on balanced accuracy (0.400 "
+                     "against 0.500)."]
 
 
 def test_a_significant_lead_is_called_so(reports):
