@@ -44,6 +44,22 @@ def tiny_project(project):
     return project
 
 
+@pytest.fixture
+def saved_model(tiny_project):
+    """An untrained digits_cnn saved where the train stage puts it, and two images to classify."""
+    import keras
+    from PIL import Image
+
+    from stages.models import get_builder, save_model
+
+    keras.utils.set_random_seed(1)
+    model = get_builder("signs_cnn")((16, 16, 3), 3)
+    save_model(model, tiny_project / "models/digits_cnn.keras")
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(tiny_project / "red.png")
+    Image.new("L", (16, 16), 90).save(tiny_project / "grey.jpg")
+    return model
+
+
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):
         pass

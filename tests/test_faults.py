@@ -28,15 +28,6 @@ def truncate(path, size):
         handle.truncate(size)
 
 
-@pytest.fixture
-def saved_model(tiny_project):
-    """An untrained digits_cnn where the train stage puts it, and an image to classify."""
-    spec = model_spec(load_params(), "digits_cnn")
-    save_model(get_builder("signs_cnn")((16, 16, 3), 3), spec.model_path)
-    Image.new("RGB", (16, 16), (200, 30, 30)).save(tiny_project / "red.png")
-    return spec.model_path
-
-
 def assert_one_clear_line(message, *parts):
     assert message is not None and "\n" not in message and "Traceback" not in message
     for part in parts:
@@ -85,7 +76,7 @@ def test_missing_split_file(tiny_project):
     (predict, ["digits_cnn", "red.png"], "predict: error: "),
 ])
 def test_truncated_model_file(saved_model, tiny_project, stage, arguments, prefix):
-    truncate(saved_model, 2000)
+    truncate(tiny_project / "models/digits_cnn.keras", 2000)
 
     message = run_stage(stage, *arguments)
 
@@ -95,7 +86,7 @@ def test_truncated_model_file(saved_model, tiny_project, stage, arguments, prefi
 
 
 def test_model_file_that_is_not_an_archive(saved_model, tiny_project):
-    saved_model.write_text("not a model")
+    (tiny_project / "models/digits_cnn.keras").write_text("not a model")
     assert_one_clear_line(run_stage(evaluate, "digits_cnn"), "models/digits_cnn.keras: expected a Keras model archive",
                           MEND_MODEL)
 

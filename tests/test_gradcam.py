@@ -7,8 +7,7 @@ from helpers import run_stage
 from PIL import Image
 
 from stages import gradcam, predict
-from stages.config import load_params, model_spec
-from stages.models import get_builder, save_model
+from stages.models import get_builder
 
 SIZE, SQUARE = 24, 6
 
@@ -99,14 +98,6 @@ def test_a_model_without_a_feature_map_is_refused():
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")], name="flat")
     with pytest.raises(gradcam.GradCamError, match="flat has no convolutional feature map"):
         gradcam.feature_layer(model)
-
-
-@pytest.fixture
-def saved_model(tiny_project):
-    spec = model_spec(load_params(), "digits_cnn")
-    save_model(get_builder("signs_cnn")((16, 16, 3), 3), spec.model_path)
-    Image.new("RGB", (30, 20), (200, 30, 30)).save(tiny_project / "red.png")
-    return spec.model_path
 
 
 def test_predict_explain_writes_the_overlay(saved_model, tiny_project, capsys):

@@ -2,7 +2,6 @@
 
 import json
 
-import keras
 import numpy as np
 import pytest
 from helpers import run_python
@@ -10,19 +9,6 @@ from PIL import Image
 
 from stages import predict
 from stages.images import load_image
-from stages.models import get_builder
-
-
-@pytest.fixture
-def saved_model(tiny_project):
-    """A (randomly initialised) digits_cnn saved where the train stage would put it, and two images."""
-    keras.utils.set_random_seed(1)
-    model = get_builder("signs_cnn")((16, 16, 3), 3)
-    (tiny_project / "models").mkdir()
-    model.save(tiny_project / "models/digits_cnn.keras")
-    Image.new("RGB", (40, 30), (200, 30, 30)).save(tiny_project / "red.png")
-    Image.new("L", (16, 16), 90).save(tiny_project / "grey.jpg")
-    return model
 
 
 def test_prediction_uses_the_preprocess_pipeline(saved_model, tiny_project, capsys):
