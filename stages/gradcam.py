@@ -40,32 +40,28 @@ def feature_layer(model, name=None):
     return (larger or candidates)[-1]
 
 
-def _forward(model, layer, images, tape):
-    """(feature map of `layer`, the input of the model's last layer), in inference mode.
-
-    The feature map is watched by `tape`, so gradients of what follows reach it.
-    """
+def _feature_map(model, layer, images):
+    """The output of `layer` for the images, in inference mode."""
     import keras
 
-    tape.watch(images)  # records the whole forward pass, even through frozen (unwatched) weights
-    last = model.layers[-1]
-    try:  # a layer of the top-level graph: one model with both tensors as outputs
-        split = keras.Model(model.inputs, [layer.output, last.input])
-    except (ValueError, AttributeError):
-        split = None
-    if split is not None:
-        return split(images, training=False)
-    # A chain of layers (a Sequential model, or a functional one holding a nested backbone): run it layer
-    # by layer, so that the nested model's output is a tensor of this graph.
-    x, features = images, None
-    for current in model.layers[:-1]:
-        if type(current).__name__ == "InputLayer":
-            continue
+    try:  # a layer of the top-level graph
+        return keras.Model(model.inputs, layer.output)(images, training=False)
+    except (ValueError, AttributeError):  # a nested backbone, or a Sequential model never called: run up to it
+        x = images
+        for current in model.layers:
+            if type(current).__name__ != "InputLayer":
+                x = current(x, training=False)
+            if current is layer:
+                return x
+        raise GradCamError(f"{model.name}: layer '{layer.name}' is not one of its top-level layers")
+
+
+def _head_input(model, layer, features):
+    """The input of the model's last layer, computed from `layer`'s output through the layers after it."""
+    x = features
+    for current in model.layers[model.layers.index(layer) + 1:-1]:
         x = current(x, training=False)
-        if current is layer:
-            tape.watch(x)
-            features = x
-    return features, x
+    return x
 
 
 def heatmaps(model, images, layer_name=None):
@@ -83,8 +79,15 @@ def heatmaps(model, images, layer_name=None):
         raise GradCamError(f"{model.name}: expected a Dense output layer to take class scores from, "
                            f"found {type(last).__name__}")
     images = tf.convert_to_tensor(np.asarray(images, dtype=np.float32))
+    features = _feature_map(model, layer, images)
+    not_a_chain = GradCamError(f"{model.name}: the layers after '{layer.name}' do not form a chain, so the class "
+                               "scores cannot be traced back to it; name another layer as network.gradcam_layer")
     with tf.GradientTape() as tape:
-        features, head_input = _forward(model, layer, images, tape)
+        tape.watch(features)
+        try:
+            head_input = _head_input(model, layer, features)
+        except (ValueError, TypeError) as error:
+            raise not_a_chain from error
         logits = tf.matmul(tf.cast(head_input, tf.float32), tf.cast(last.kernel, tf.float32))
         logits += tf.cast(last.bias, tf.float32)
         if logits.shape[-1] == 1:  # a sigmoid unit: class 1's score is the logit, class 0's its negative
@@ -98,9 +101,13 @@ def heatmaps(model, images, layer_name=None):
     cams = tf.nn.relu(tf.reduce_sum(weights * tf.cast(features, tf.float32), axis=-1))
     cams = tf.math.divide_no_nan(cams, tf.reduce_max(cams, axis=(1, 2), keepdims=True))
     resized = tf.image.resize(cams[..., None], images.shape[1:3], method="bilinear")[..., 0]
-    # The same probabilities as the model's: a sigmoid of the two-column logits' difference is the softmax.
-    probabilities = tf.nn.softmax(logits, axis=-1) if last.units > 1 else tf.nn.softmax(logits / 2.0, axis=-1)
-    return np.clip(resized.numpy(), 0.0, 1.0), probabilities.numpy()
+    # The model's own probabilities: a sigmoid of the two-column logits' difference is their softmax.
+    probabilities = (tf.nn.softmax(logits, axis=-1) if last.units > 1 else tf.nn.softmax(logits / 2.0, axis=-1)).numpy()
+    outputs = np.asarray(model(images, training=False), dtype=np.float32)
+    expected = outputs if outputs.shape[-1] > 1 else np.concatenate([1.0 - outputs, outputs], axis=-1)
+    if not np.allclose(probabilities, expected, atol=1e-3):
+        raise not_a_chain
+    return np.clip(resized.numpy(), 0.0, 1.0), probabilities
 
 
 def overlay(image, heatmap, alpha=0.45):

@@ -7,7 +7,7 @@ from helpers import run_stage
 from PIL import Image
 
 from stages import gradcam, predict
-from stages.models import get_builder
+from stages.models import get_builder, save_model
 
 SIZE, SQUARE = 24, 6
 
@@ -123,3 +123,28 @@ def test_a_frozen_model_is_explained_too():
     model.trainable = False
     maps, _ = gradcam.heatmaps(model, np.random.default_rng(1).random((2, 16, 16, 3), dtype=np.float32))
     assert maps.shape == (2, 16, 16) and maps.max() > 0
+
+
+def test_a_sequential_model_loaded_from_its_file(tmp_path):
+    """As evaluate and predict meet it: a Sequential model that Keras has loaded (and so already called)."""
+    keras.utils.set_random_seed(3)
+    save_model(get_builder("happy_cnn")((16, 16, 3), 2), tmp_path / "happy.keras")
+    model = keras.models.load_model(tmp_path / "happy.keras")
+    images = np.random.default_rng(2).random((2, 16, 16, 3), dtype=np.float32)
+
+    maps, probabilities = gradcam.heatmaps(model, images)
+
+    assert maps.shape == (2, 16, 16) and maps.max() > 0
+    np.testing.assert_allclose(probabilities[:, 1], model.predict(images, verbose=0)[:, 0], atol=1e-5)
+
+
+def test_a_head_that_is_not_a_chain_is_refused():
+    images = keras.Input((16, 16, 3))
+    first = keras.layers.Conv2D(4, 3, padding="same", name="conv1")(images)
+    second = keras.layers.Conv2D(4, 3, padding="same", name="conv2")(first)
+    pooled = [keras.layers.GlobalAveragePooling2D(name=f"pool_{i}")(x) for i, x in enumerate((second, first))]
+    merged = keras.layers.Add(name="skip")(pooled)
+    model = keras.Model(images, keras.layers.Dense(3, activation="softmax", name="predictions")(merged), name="skippy")
+
+    with pytest.raises(gradcam.GradCamError, match="skippy: the layers after 'conv2' do not form a chain"):
+        gradcam.heatmaps(model, np.zeros((1, 16, 16, 3), dtype=np.float32))

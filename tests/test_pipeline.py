@@ -68,7 +68,7 @@ def test_repro_builds_then_does_nothing_then_reruns_only_what_changed(repo):
 
 
 @pytest.mark.slow
-def test_one_models_change_on_a_branch_shows_in_metrics_diff(repo):
+def test_one_models_change_shows_in_metrics_diff_and_a_new_models_plots_appear(repo):
     repo.dvc("repro")
     repo.run("git", "add", "-A")
     repo.run("git", "commit", "-qm", "first run")
@@ -89,19 +89,7 @@ def test_one_models_change_on_a_branch_shows_in_metrics_diff(repo):
     assert "reports/metrics/digits_cnn.json" in changed_files
     assert not any("faces" in path for path in changed_files), diff
 
-
-def leaves(data, path=""):
-    """(dotted path, value) of every leaf of nested dicts."""
-    if isinstance(data, dict):
-        for key, value in data.items():
-            yield from leaves(value, f"{path}.{key}" if path else key)
-    else:
-        yield path, data
-
-
-@pytest.mark.slow
-def test_a_new_model_gets_its_plots_and_metrics_hold_only_numbers(repo):
-    repo.dvc("repro")
+    # A new model is one params.yaml block: its plots appear with no edit of dvc.yaml.
     repo.params["models"]["digits_wide"] = {"dataset": "digits", "builder": "signs_cnn",
                                            "network": {"filters": [12, 24]}}
     repo.write_params(repo.params)  # one params.yaml block, and no edit of dvc.yaml
@@ -128,6 +116,20 @@ def test_a_new_model_gets_its_plots_and_metrics_hold_only_numbers(repo):
     not_numbers = {key: value for key, value in metrics.items()
                    if isinstance(value, (str, list)) or value is None}
     assert not not_numbers, not_numbers
+
+    compared = json.loads(repo.dvc("plots", "diff", "HEAD~1", "--json", "--split", stdout_only=True))["data"]
+    for path in ("reports/train/digits_cnn/plots/metrics/eval/loss.tsv", "reports/eval/faces_cnn/roc.json",
+                 "reports/eval/digits_wide/predictions.json", "reports/figures/scores.png"):
+        assert any(path in plot_id for plot_id in compared), (path, sorted(compared))
+
+
+def leaves(data, path=""):
+    """(dotted path, value) of every leaf of nested dicts."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            yield from leaves(value, f"{path}.{key}" if path else key)
+    else:
+        yield path, data
 
 
 @pytest.mark.slow
