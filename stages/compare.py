@@ -385,7 +385,8 @@ def main(argv=None):
         table = collect(specs)
         write_report(params, specs, table)
     for dataset, rows in table.groupby("dataset", sort=False):
-        log.info("%s: %s", dataset, best_model_line(rows, specs).replace("**", ""))
+        dataset_specs = [spec for spec in specs if spec.dataset.name == dataset]
+        log.info("%s: %s", dataset, best_model_line(rows, dataset_specs).replace("**", ""))
     log.info("wrote %s, %s and %s/", REPORT_PATH, TABLE_PATH, FIGURES_DIR)
 
 

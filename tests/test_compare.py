@@ -131,12 +131,16 @@ def test_every_figure_is_a_png_linked_from_the_report(reports):
         assert f"(figures/{name})" in report
 
 
-def test_a_baseline_row_per_dataset_and_the_headline_metric_ranks(reports):
+def test_a_baseline_row_per_dataset_and_the_headline_metric_ranks(reports, caplog):
     params = load_params()
     params["datasets"]["faces"]["headline"] = "balanced_accuracy"
     save_params(reports, params)
+    caplog.set_level("INFO")
 
     compare.main([])
+
+    assert "digits: Best on test accuracy: digits_big" in caplog.text, "each dataset by its own headline"
+    assert "faces: Best on balanced accuracy: faces_cnn" in caplog.text
 
     report = (reports / "reports/comparison.md").read_text()
     digits, faces = report.split("## faces")
