@@ -78,18 +78,16 @@ def evaluate_model(spec):
                             f"{spec.dataset.processed_dir} has labels {labels.shape[1]} wide: retrain the model")
     batch_size = spec.train["batch_size"]
     loss = model.evaluate(ordered_batches((images, labels), batch_size), verbose=0, return_dict=True)["loss"]
-    probabilities, predicted = predict_classes(model, images, batch_size)
-    actual = class_indices(labels)
+    metrics, actual, predicted, probabilities = score(spec, model, images, labels)
     names = spec.dataset.class_names
-    metrics = classification_metrics(actual, predicted, names, positive_scores=probabilities[:, 1], seed=spec.seed)
     report = {
-        "test_images": int(len(labels)), "loss": float(loss), **metrics,
+        "loss": float(loss), **metrics,
         "inference": measure_speed(model, images, batch_size),
         "size": {"parameter_count": int(model.count_params()), "file_bytes": spec.model_path.stat().st_size},
     }
     scored = {name: score(spec, model, *arrays) for name, arrays in external.items()}
     if scored:
-        report["external"] = {name: metrics for name, (metrics, _, _) in scored.items()}
+        report["external"] = {name: result[0] for name, result in scored.items()}
     write_json(spec.metrics_path, report)
     write_json(spec.eval_dir / "predictions.json",
                [{"actual": names[a], "predicted": names[p]} for a, p in zip(actual, predicted)])
@@ -99,18 +97,18 @@ def evaluate_model(spec):
     plot_misclassified(spec, images, actual, predicted, probabilities)
     started = time.perf_counter()
     explain(spec, model, images, actual, predicted)
-    explain_external(spec, model, {name: (external[name][0], *scored[name][1:]) for name in external})
+    explain_external(spec, model, {name: (external[name][0], *scored[name][1:3]) for name in external})
     log.info("%s: Grad-CAM pictures in %.1f s", spec.name, time.perf_counter() - started)
     return report
 
 
 def score(spec, model, images, labels):
-    """(metrics, true classes, predicted classes) of the model on an external test set."""
+    """(metrics, true classes, predicted classes, class probabilities) of the model on a set of test images."""
     probabilities, predicted = predict_classes(model, images, spec.train["batch_size"])
     actual = class_indices(labels)
     metrics = classification_metrics(actual, predicted, spec.dataset.class_names, positive_scores=probabilities[:, 1],
                                      seed=spec.seed)
-    return {"test_images": int(len(labels)), **metrics}, actual, predicted
+    return {"test_images": int(len(labels)), **metrics}, actual, predicted, probabilities
 
 
 def explanation_sample(actual, predicted, seed):
@@ -133,15 +131,11 @@ def shared_sample(actual, seed):
 
 def explain_external(spec, model, external):
     """gradcam_external.png: per external test set and class, an image the model got right and one it got wrong."""
-    names = spec.dataset.class_names
     shown, maps, titles = [], [], []
     for set_name, (images, actual, predicted) in external.items():
-        indices = explanation_sample(actual, predicted, spec.seed)
-        set_maps, probabilities = gradcam.heatmaps(model, images[indices], spec.network.get("gradcam_layer"))
-        shown += list(images[indices])
-        maps += list(set_maps)
-        titles += [f"{set_name}: true {names[actual[i]]}\npredicted {names[row.argmax()]} ({row.max():.2f})"
-                   for i, row in zip(indices, probabilities)]
+        set_images, set_maps, set_titles = heatmaps_and_titles(
+            spec, model, images, actual, explanation_sample(actual, predicted, spec.seed), f"{set_name}: ")
+        shown, maps, titles = shown + set_images, maps + set_maps, titles + set_titles
     heading = (f"{spec.name}: where it looked on the external test sets" if external
                else f"{spec.name}: no external test sets for {spec.dataset.name}")
     gradcam.plot_explanations(shown, maps, titles, heading, spec.eval_dir / "gradcam_external.png")
@@ -149,15 +143,20 @@ def explain_external(spec, model, external):
 
 def explain(spec, model, images, actual, predicted):
     """gradcam.png and gradcam_shared.png: test images beside their Grad-CAM heatmaps."""
-    names = spec.dataset.class_names
     for indices, path, heading in (
             (explanation_sample(actual, predicted, spec.seed), spec.eval_dir / "gradcam.png",
              f"{spec.name}: where it looked (right and wrong test images per class)"),
             (shared_sample(actual, spec.seed), spec.eval_dir / "gradcam_shared.png", spec.name)):
-        maps, probabilities = gradcam.heatmaps(model, images[indices], spec.network.get("gradcam_layer"))
-        titles = [f"true {names[actual[i]]}\npredicted {names[row.argmax()]} ({row.max():.2f})"
-                  for i, row in zip(indices, probabilities)]
-        gradcam.plot_explanations(images[indices], maps, titles, heading, path)
+        gradcam.plot_explanations(*heatmaps_and_titles(spec, model, images, actual, indices), heading, path)
+
+
+def heatmaps_and_titles(spec, model, images, actual, indices, prefix=""):
+    """([image], [heatmap], [title: true and predicted class]) for the images at `indices`."""
+    names = spec.dataset.class_names
+    maps, probabilities = gradcam.heatmaps(model, images[indices], spec.network.get("gradcam_layer"))
+    titles = [f"{prefix}true {names[actual[i]]}\npredicted {names[row.argmax()]} ({row.max():.2f})"
+              for i, row in zip(indices, probabilities)]
+    return list(images[indices]), list(maps), titles
 
 
 def plot_misclassified(spec, images, actual, predicted, probabilities):
