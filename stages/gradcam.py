@@ -1,7 +1,7 @@
 """Grad-CAM: where in an image a classifier found the evidence for the class it predicted.
 
-The gradient of the predicted class's probability with respect to the model's last convolutional
-feature map, averaged over the map, weighs the map's channels; their weighted sum, cut at zero and
+The gradient of the predicted class's score (before the softmax or sigmoid) with respect to the
+model's last convolutional feature map, averaged over the map, weighs the map's channels; their weighted sum, cut at zero and
 scaled to [0, 1], is the heatmap (Selvaraju et al., 2017). Every layer runs in inference mode:
 batch norm uses its moving statistics and augmentation layers pass images through unchanged.
 """
@@ -94,9 +94,7 @@ def heatmaps(model, images, layer_name=None):
             logits = tf.concat([-logits, logits], axis=-1)
         predicted = tf.argmax(logits, axis=-1)
         scores = tf.gather(logits, predicted, batch_dims=1)
-    gradients = tape.gradient(scores, features)
-    if gradients is None:
-        raise GradCamError(f"{model.name}: the prediction does not depend on layer '{layer.name}'")
+    gradients = tape.gradient(scores, features)  # the head is computed from the watched map: never None
     weights = tf.reduce_mean(tf.cast(gradients, tf.float32), axis=(1, 2), keepdims=True)
     cams = tf.nn.relu(tf.reduce_sum(weights * tf.cast(features, tf.float32), axis=-1))
     cams = tf.math.divide_no_nan(cams, tf.reduce_max(cams, axis=(1, 2), keepdims=True))
