@@ -73,9 +73,7 @@ def collect(specs):
         row = {"model": spec.name, "dataset": spec.dataset.name, "builder": spec.builder}
         for column, (source, key) in COLUMNS.items():
             row[column] = dotted(sources[source], key)
-        for column, key in INTERVALS.items():
-            interval = dotted(sources["metrics"], f"ci95.{key}") or {}
-            row[f"{column} low"], row[f"{column} high"] = interval.get("low"), interval.get("high")
+        row.update(interval_cells(sources["metrics"].get("ci95", {})))
         for name, metrics in sources["metrics"].get("external", {}).items():  # test sets from elsewhere
             row[f"{name} accuracy"] = metrics["accuracy"]
             row[f"{name} accuracy low"], row[f"{name} accuracy high"] = (metrics["ci95"]["accuracy"][end]
@@ -93,12 +91,18 @@ def baseline_row(dataset, summary, class_names, seed):
     majority = max(class_names, key=lambda name: train[name])
     actual = np.repeat(np.arange(len(class_names)), [test[name] for name in class_names])
     metrics = classification_metrics(actual, np.full(len(actual), class_names.index(majority)), class_names, seed=seed)
-    row = {"model": f"baseline: always {majority}", "dataset": dataset, "builder": "majority class",
-           "test accuracy": metrics["accuracy"], "balanced accuracy": metrics["balanced_accuracy"],
-           "macro F1": metrics["macro"]["f1"]}
+    return {"model": f"baseline: always {majority}", "dataset": dataset, "builder": "majority class",
+            "test accuracy": metrics["accuracy"], "balanced accuracy": metrics["balanced_accuracy"],
+            "macro F1": metrics["macro"]["f1"], **interval_cells(metrics["ci95"])}
+
+
+def interval_cells(ci95):
+    """{`<column> low`, `<column> high`} for each INTERVALS column, from a metrics file's `ci95` block."""
+    cells = {}
     for column, key in INTERVALS.items():
-        row[f"{column} low"], row[f"{column} high"] = metrics["ci95"][key]["low"], metrics["ci95"][key]["high"]
-    return row
+        interval = ci95.get(key, {})
+        cells[f"{column} low"], cells[f"{column} high"] = interval.get("low"), interval.get("high")
+    return cells
 
 
 def baseline_flags(rows, baseline, headline):
@@ -113,8 +117,8 @@ def correct_answers(spec):
     return np.array([row["actual"] == row["predicted"] for row in read_json(spec.eval_dir / "predictions.json")])
 
 
-# A dataset's `headline` metric: the table column it names.
-HEADLINE_COLUMNS = {"accuracy": "test accuracy", "balanced_accuracy": "balanced accuracy", "macro_f1": "macro F1"}
+# A dataset's `headline` metric (a `ci95` key): the table column it names.
+HEADLINE_COLUMNS = {key: column for column, key in INTERVALS.items()}
 
 
 def best_model_line(table, specs, significance=0.05):
@@ -323,7 +327,8 @@ def settings_line(spec):
 
 
 def write_report(params, specs, table):
-    """reports/comparison.md, .csv and the figures."""
+    """reports/comparison.md, .csv and the figures; returns each dataset's best-model line."""
+    best_lines = {}
     FIGURES_DIR.mkdir(parents=True, exist_ok=True)
     plot_scores(table, FIGURES_DIR / "scores.png")
     lines = ["# Model comparison", "",
@@ -349,8 +354,9 @@ def write_report(params, specs, table):
                   f"{summary['train']['total']} training images (of which each model holds out a validation "
                   f"share) and {summary['test']['total']} test images of "
                   f"{'x'.join(map(str, details['train']['image_shape']))}.", "",
-                  *external_line(summary),
-                  best_model_line(rows, dataset_specs), ""]
+                  *external_line(summary)]
+        best_lines[dataset] = best_model_line(rows, dataset_specs)
+        lines += [best_lines[dataset], ""]
         baseline = baseline_row(dataset, summary, details["classes"], params["seed"])
         headline = HEADLINE_COLUMNS[dataset_specs[0].dataset.headline]
         lines += [markdown_table(pd.concat([rows, pd.DataFrame([baseline])], ignore_index=True)), ""]
@@ -365,6 +371,7 @@ def write_report(params, specs, table):
         temporary.write_text("\n".join(lines))
     with staged_path(TABLE_PATH) as temporary:
         table.to_csv(temporary, index=False)
+    return best_lines
 
 
 def untrained_note(spec):
@@ -383,10 +390,9 @@ def main(argv=None):
         if not specs:
             raise CompareError("params.yaml defines no models to compare")
         table = collect(specs)
-        write_report(params, specs, table)
-    for dataset, rows in table.groupby("dataset", sort=False):
-        dataset_specs = [spec for spec in specs if spec.dataset.name == dataset]
-        log.info("%s: %s", dataset, best_model_line(rows, dataset_specs).replace("**", ""))
+        best_lines = write_report(params, specs, table)
+    for dataset, line in best_lines.items():
+        log.info("%s: %s", dataset, line.replace("**", ""))
     log.info("wrote %s, %s and %s/", REPORT_PATH, TABLE_PATH, FIGURES_DIR)
 
 
