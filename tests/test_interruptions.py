@@ -51,9 +51,15 @@ def remove_outputs(project, name):
     (project / "reports/runs" / f"{name}.json").unlink()
 
 
+EVERY_AUGMENTATION = {"flip": "horizontal", "rotation": 0.1, "zoom": 0.1, "shift": 0.1, "brightness": 0.1,
+                      "contrast": 0.1}
+
+
 def use_transfer_with_dropout_and_augmentation(project):
+    """Every random layer there is (dropout and each augmentation), so resuming must restore their states."""
     params = load_params()
-    params["models"]["digits_transfer"]["network"].update(dropout=0.3, augmentation={"flip": "horizontal"})
+    params["models"]["digits_transfer"]["network"].update(dropout=0.3, augmentation=EVERY_AUGMENTATION)
+    params["models"]["digits_cnn"]["network"] = {"augmentation": EVERY_AUGMENTATION}
     params["models"]["digits_transfer"]["train"] = {"epochs": 2, "fine_tune": {"epochs": 2, "layers": 5,
                                                                                "learning_rate": 0.001}}
     save_params(project, params)

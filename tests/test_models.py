@@ -127,13 +127,45 @@ def test_transfer_model_scales_input_for_the_backbone():
                                atol=1e-6)
 
 
-def test_transfer_augmentation_layers():
-    model = get_builder("transfer")((32, 32, 3), 2, augmentation={"flip": "horizontal", "rotation": 0.05},
-                                    **SMALL_BACKBONE)
-    assert isinstance(model.get_layer("augment_flip"), keras.layers.RandomFlip)
-    assert isinstance(model.get_layer("augment_rotation"), keras.layers.RandomRotation)
-    with pytest.raises(ValueError, match="unknown augmentation key"):
-        get_builder("transfer")((32, 32, 3), 2, augmentation={"zoom": 0.1}, **SMALL_BACKBONE)
+EVERY_AUGMENTATION = {"flip": "horizontal", "rotation": 0.1, "zoom": 0.1, "shift": 0.1, "brightness": 0.2,
+                      "contrast": 0.2}
+
+
+@pytest.mark.parametrize("builder, num_classes, network", [
+    ("happy_cnn", 2, {}),
+    ("signs_cnn", 6, {}),
+    ("resnet50", 6, {}),
+    ("transfer", 3, SMALL_BACKBONE),
+])
+def test_every_builder_augments_in_training_only(builder, num_classes, network):
+    model = get_builder(builder)((64, 64, 3), num_classes, augmentation=EVERY_AUGMENTATION, **network)
+    names = [layer.name for layer in model.layers if layer.name.startswith("augment_")]
+    assert names == [f"augment_{kind}" for kind in EVERY_AUGMENTATION]
+    images = np.random.default_rng(0).random((4, 64, 64, 3)).astype("float32")
+    at_inference = model.predict(images, verbose=0)
+    np.testing.assert_array_equal(model.predict(images, verbose=0), at_inference)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(images, training=False)), at_inference, atol=1e-6)
+    # The same weights without the augmentation layers give the same outputs: they pass images through.
+    plain = get_builder(builder)((64, 64, 3), num_classes, **network)
+    plain.set_weights(model.get_weights())
+    np.testing.assert_allclose(plain.predict(images, verbose=0), at_inference, atol=1e-6)
+    in_training = keras.ops.convert_to_numpy(model(images, training=True))
+    assert np.abs(in_training - at_inference).max() > 1e-4, "augmentation changes training inputs"
+
+
+def test_augmentation_layers_change_images_in_training_as_named():
+    from stages.models.augmentation import augmentation_layers
+
+    keras.utils.set_random_seed(1)
+    images = np.random.default_rng(1).random((16, 16, 16, 3)).astype("float32")  # flip: each image 1 in 2
+    for layer in augmentation_layers(EVERY_AUGMENTATION):
+        changed = keras.ops.convert_to_numpy(layer(images, training=True))
+        assert changed.shape == images.shape
+        assert not np.allclose(changed, images), f"{layer.name} changed nothing"
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(images, training=False)), images)
+    assert augmentation_layers(None) == [] and augmentation_layers({"zoom": 0}) == []
+    with pytest.raises(ValueError, match="unknown augmentation key.*cutout.*known: flip, rotation, zoom"):
+        augmentation_layers({"cutout": 0.1})
 
 
 def test_unknown_backbone():

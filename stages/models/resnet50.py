@@ -6,6 +6,7 @@ the position in the block, so weights and reports line up across runs.
 
 import keras
 
+from stages.models.augmentation import augment
 from stages.models.heads import classifier_output
 
 # (filters of the three convolutions, stride of the first block, number of blocks) for stages 2-5.
@@ -48,7 +49,7 @@ def convolutional_block(x, filters, kernel_size, name, strides=2, momentum=0.99)
     return keras.layers.ReLU(name=f"{name}_out")(x)
 
 
-def build_resnet50(input_shape, num_classes, kernel_size=3, batch_norm_momentum=0.99):
+def build_resnet50(input_shape, num_classes, kernel_size=3, batch_norm_momentum=0.99, augmentation=None):
     """ResNet50 for small images: 23,600,006 parameters on 64x64x3 with 6 classes.
 
     batch_norm_momentum: how slowly the batch-norm layers' inference statistics follow training
@@ -56,7 +57,8 @@ def build_resnet50(input_shape, num_classes, kernel_size=3, batch_norm_momentum=
     """
     momentum = batch_norm_momentum
     images = keras.Input(shape=input_shape, name="images")
-    x = keras.layers.ZeroPadding2D(padding=3, name="conv1_pad")(images)
+    x = augment(images, augmentation)
+    x = keras.layers.ZeroPadding2D(padding=3, name="conv1_pad")(x)
     x = conv_bn(x, 64, 7, "conv1", strides=2, momentum=momentum)
     x = keras.layers.MaxPooling2D(pool_size=3, strides=2, name="pool1_pool")(x)
     for stage, (filters, strides, blocks) in STAGES.items():

@@ -21,6 +21,7 @@ import keras
 from stages.config import LOCAL_WEIGHTS_ENV, local_dir
 from stages.files import file_sha256
 from stages.models import BACKBONE_LAYER, pretrained_weights
+from stages.models.augmentation import augment
 from stages.models.heads import classifier_output
 
 HASH_LIST = "SHA256SUMS"
@@ -154,17 +155,9 @@ def build_transfer(input_shape, num_classes, backbone, weights="imagenet", alpha
     """Augment -> resize -> backbone scaling -> frozen backbone -> pooling -> dropout -> dense."""
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone '{backbone}'; known backbones: {', '.join(BACKBONES)}")
-    augmentation = augmentation or {}
-    unknown = set(augmentation) - {"flip", "rotation"}
-    if unknown:
-        raise ValueError(f"unknown augmentation key(s) {', '.join(sorted(unknown))}; known: flip, rotation")
     input_size = input_size or input_shape[0]
     images = keras.Input(shape=input_shape, name="images")
-    x = images
-    if augmentation.get("flip"):
-        x = keras.layers.RandomFlip(augmentation["flip"], name="augment_flip")(x)
-    if augmentation.get("rotation"):
-        x = keras.layers.RandomRotation(augmentation["rotation"], name="augment_rotation")(x)
+    x = augment(images, augmentation)
     if input_size != input_shape[0]:
         x = keras.layers.Resizing(input_size, input_size, name="resize")(x)
     x = BackboneInput(backbone, name="backbone_input")(x)
@@ -173,8 +166,7 @@ def build_transfer(input_shape, num_classes, backbone, weights="imagenet", alpha
         # Random weights give no features to transfer: the whole network trains from scratch.
         x = base(x)
     else:
-        base.trainable = False
-        # training=False keeps the pretrained batch-norm statistics fixed, also while fine-tuning.
+        base.trainable = False  # frozen layers, batch norm included, run in inference mode
         x = base(x, training=False)
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
     x = keras.layers.Dropout(dropout, name="dropout")(x)
