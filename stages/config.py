@@ -33,7 +33,11 @@ H5_SOURCE_KEYS = {"train", "test", "mirror"}
 MODEL_KEYS = {"dataset", "builder", "network", "train"}
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 AUTO_SWITCH = ("auto", True, False)
-DISTRIBUTIONS = ("none", "one_device", "mirrored", "multi_worker")
+DISTRIBUTIONS = ("none", "one_device", "mirrored")
+# Keras 3's fit fails under TensorFlow's MultiWorkerMirroredStrategy ("Attempt to convert a value
+# (PerReplica...) to a Tensor"; keras-team/keras#20585), so the pipeline offers no multi-machine training.
+REMOVED_DISTRIBUTIONS = {"multi_worker": "Keras 3's fit cannot train under TensorFlow's "
+                                         "MultiWorkerMirroredStrategy (keras-team/keras#20585)"}
 FINE_TUNE_KEYS = {"epochs", "layers", "learning_rate"}
 
 
@@ -309,6 +313,9 @@ def _check_train(train, where):
     for key in ("mixed_precision", "jit_compile"):
         if train.get(key) not in AUTO_SWITCH:
             raise ParamsError(f"{field(key)} must be auto, true or false, got {train.get(key)!r}")
+    if train.get("distribution") in REMOVED_DISTRIBUTIONS:
+        raise ParamsError(f"{field('distribution')}: {train['distribution']} is not offered: "
+                          f"{REMOVED_DISTRIBUTIONS[train['distribution']]}; use one of {', '.join(DISTRIBUTIONS)}")
     if train.get("distribution") not in DISTRIBUTIONS:
         raise ParamsError(f"{field('distribution')} must be one of {', '.join(DISTRIBUTIONS)}, "
                           f"got {train.get('distribution')!r}")

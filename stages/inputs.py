@@ -43,9 +43,6 @@ def gather_batches(arrays, index_batches):
         return tuple(tf.gather(tensor, batch_indices) for tensor in tensors)
 
     options = tf.data.Options()
-    # The pipeline is made of index tensors, not files: each worker of a multi-worker run
-    # takes its share of every batch.
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     options.autotune.enabled = False
     batches = index_batches.map(gather, num_parallel_calls=PARALLEL_GATHERS, deterministic=True)
     return batches.prefetch(PREFETCH_BATCHES).with_options(options)

@@ -37,12 +37,10 @@ def make_strategy(distribution):
 
     none: Keras's default (one device, chosen by TensorFlow); one_device: the first GPU, else the CPU;
     mirrored: every GPU of this machine (or, without GPUs, every logical CPU device), one model
-    replica each; multi_worker: several machines, as TF_CONFIG describes them.
+    replica each.
     """
     import tensorflow as tf
 
-    if distribution == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = [device.name for device in tf.config.list_logical_devices("GPU")]
     if distribution == "one_device":
         return tf.distribute.OneDeviceStrategy(gpus[0] if gpus else "/cpu:0")
@@ -59,7 +57,6 @@ def configure_runtime(train, seed):
     import keras
     import tensorflow as tf
 
-    # A multi-worker strategy must exist before TensorFlow runs anything else.
     strategy = make_strategy(train["distribution"])
     keras.utils.set_random_seed(seed)
     gpus = tf.config.list_physical_devices("GPU")
@@ -123,7 +120,13 @@ def compile_model(model, optimizer, learning_rate, num_classes, jit_compile):
 
 
 def unfreeze_top_layers(model, count):
-    """Make the top `count` layers of the backbone trainable, the rest frozen."""
+    """Make the top `count` layers of the backbone trainable, the rest and every batch norm frozen.
+
+    A frozen batch norm runs in inference mode, with its pretrained statistics. Calling the backbone
+    with training=False does not do that in Keras 3: fit's training=True reaches the nested layers.
+    """
+    import keras
+
     try:
         backbone = model.get_layer(BACKBONE_LAYER)
     except ValueError as error:
@@ -132,8 +135,9 @@ def unfreeze_top_layers(model, count):
         log.info("the backbone already trains as a whole (random initial weights): nothing to unfreeze")
         return
     backbone.trainable = True
-    for layer in backbone.layers[:-count]:
-        layer.trainable = False
+    for position, layer in enumerate(backbone.layers):
+        layer.trainable = position >= len(backbone.layers) - count and not isinstance(
+            layer, keras.layers.BatchNormalization)
 
 
 def training_phases(train):

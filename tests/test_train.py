@@ -65,9 +65,42 @@ def test_unfreeze_top_layers_of_a_pretrained_backbone(tmp_path):
     backbone = model.get_layer("backbone")
     assert not any(layer.trainable for layer in backbone.layers)
 
-    train.unfreeze_top_layers(model, 4)
+    train.unfreeze_top_layers(model, 12)
 
-    assert [layer.trainable for layer in backbone.layers] == [False] * (len(backbone.layers) - 4) + [True] * 4
+    top = backbone.layers[-12:]
+    assert not any(layer.trainable for layer in backbone.layers[:-12])
+    assert [layer.trainable for layer in top] == [not isinstance(layer, keras.layers.BatchNormalization)
+                                                  for layer in top]
+    assert any(isinstance(layer, keras.layers.BatchNormalization) for layer in top)
+
+
+def test_fine_tuning_keeps_batch_norm_in_inference_mode():
+    """Keras 3 passes fit's training=True into a backbone called with training=False; a frozen batch
+    norm is what keeps its statistics."""
+    images = keras.Input((16, 16, 3))
+    x = images
+    for index in range(3):
+        x = keras.layers.Conv2D(8, 3, padding="same", name=f"conv{index}")(x)
+        x = keras.layers.BatchNormalization(name=f"bn{index}")(x)
+        x = keras.layers.ReLU()(x)
+    backbone = keras.Model(images, x, name="backbone")
+    backbone.trainable = False
+    inputs = keras.Input((16, 16, 3))
+    features = keras.layers.GlobalAveragePooling2D()(backbone(inputs, training=False))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(features))
+    train.unfreeze_top_layers(model, 6)
+    norms = [layer for layer in backbone.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    before = [[weight.numpy().copy() for weight in layer.weights] for layer in norms]
+    kernel = backbone.get_layer("conv2").kernel.numpy().copy()
+
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="categorical_crossentropy")
+    data = np.random.default_rng(0).random((16, 16, 16, 3)).astype("float32") * 4 + 1
+    model.fit(data, np.eye(3)[np.arange(16) % 3], epochs=2, batch_size=8, verbose=0)
+
+    for layer, weights in zip(norms, before):
+        for weight, value in zip(layer.weights, weights):
+            np.testing.assert_array_equal(weight.numpy(), value, err_msg=f"{weight.path} changed")
+    assert not np.allclose(backbone.get_layer("conv2").kernel.numpy(), kernel), "the unfrozen convolution trains"
 
 
 def model_weights(project, name):
@@ -106,6 +139,8 @@ def test_balanced_class_weight():
     (lambda p: p["models"]["faces_cnn"].update(train={"epochs": -1}), "models.faces_cnn.train.epochs"),
     (lambda p: p["models"]["faces_cnn"].update(train={"epoch": 3}), "unknown key(s) epoch"),
     (lambda p: p["train"].update(optimizer="adamax"), "train.optimizer) must be one of adam"),
+    (lambda p: p["train"].update(distribution="multi_worker"), "multi_worker is not offered: Keras 3's fit cannot"),
+    (lambda p: p["models"]["faces_cnn"].update(network={"augmentation": {"blur": 1}}), "unknown augmentation key(s) blur"),
     (lambda p: p["models"]["faces_cnn"].update(dataset="digits"), "happy_cnn is a binary classifier; the dataset has 3"),
     (lambda p: p["models"]["faces_cnn"].update(network={"filterz": 3}), "unexpected keyword argument 'filterz'"),
 ])
