@@ -135,12 +135,14 @@ def best_model_line(table, specs, significance=0.05):
     for other in ranked["model"].iloc[1:]:
         only_best, only_other, p_value = mcnemar_test(best_correct, correct_answers(by_name[other]))
         verdict = "significant" if p_value < significance else "not significant"
-        line += (f" Against {other}: {only_best} test images only {best['model']} got right, {only_other} only "
+        images = "test image" if only_best == 1 else "test images"
+        line += (f" Against {other}: {only_best} {images} only {best['model']} got right, {only_other} only "
                  f"{other} (exact McNemar p = {p_value:.3g}, {verdict} at {significance:.0%}).")
         if p_value >= significance:
             tied.append(other)
     if tied:
-        line += (f" {best['model']} and {', '.join(tied)} cannot be told apart on this test set.")
+        names = [best["model"], *tied]
+        line += f" {', '.join(names[:-1])} and {names[-1]} cannot be told apart on this test set."
     elif len(ranked) > 1:
         line += f" Its lead over every other model is significant at {significance:.0%}."
     return line
