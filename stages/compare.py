@@ -105,6 +105,17 @@ def interval_cells(ci95):
     return cells
 
 
+def chance_flags(rows, external_sets, num_classes):
+    """A line per model and external set where the model does no better than answering one class for
+    every image: balanced accuracy at or below 1 / classes."""
+    chance = 1 / num_classes
+    return [f"Flag: `{row['model']}` does no better than chance on `{name}`: balanced accuracy "
+            f"{row[f'{name} balanced accuracy']:.3f}, what answering one class for every image gets "
+            f"({chance:.3f})."
+            for _, row in rows.iterrows() for name in external_sets
+            if pd.notna(row.get(f"{name} balanced accuracy")) and row[f"{name} balanced accuracy"] <= chance + 1e-9]
+
+
 def baseline_flags(rows, baseline, headline):
     """A line per model that does not beat the majority-class baseline on the headline metric."""
     return [f"Flag: `{row['model']}` does not beat the majority-class baseline on {headline} "
@@ -363,6 +374,7 @@ def write_report(params, specs, table):
         headline = HEADLINE_COLUMNS[dataset_specs[0].dataset.headline]
         lines += [markdown_table(pd.concat([rows, pd.DataFrame([baseline])], ignore_index=True)), ""]
         lines += baseline_flags(rows, baseline, headline)
+        lines += chance_flags(rows, summary.get("external") or {}, len(details["classes"]))
         lines += [note for note in (untrained_note(spec) for spec in dataset_specs) if note]
         lines += ["", "Settings:", ""] + [settings_line(spec) for spec in dataset_specs] + [""]
         lines += [f"![{dataset} training curves](figures/curves_{dataset}.png)", "",

@@ -161,6 +161,15 @@ def test_a_model_that_does_not_beat_the_baseline_is_flagged():
                      "against 0.500)."]
 
 
+def test_a_model_no_better_than_chance_on_an_external_set_is_flagged():
+    rows = pd.DataFrame({"model": ["sees", "guesses", "untested"],
+                         "course balanced accuracy": [0.62, 0.5, np.nan]})
+    flags = compare.chance_flags(rows, {"course": {"total": 150}}, num_classes=2)
+    assert flags == ["Flag: `guesses` does no better than chance on `course`: balanced accuracy 0.500, what "
+                     "answering one class for every image gets (0.500)."]
+    assert compare.chance_flags(rows, {}, num_classes=2) == []
+
+
 def test_a_significant_lead_is_called_so(reports):
     models = load_params()["models"]
     del models["digits_transfer"]
