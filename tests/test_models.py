@@ -5,6 +5,7 @@ import hashlib
 import keras
 import numpy as np
 import pytest
+import yaml
 from helpers import REPO_ROOT
 
 from stages.config import load_params
@@ -289,7 +290,11 @@ def test_pretrained_resnet50_transfer_model_builds_from_a_local_weights_file(tmp
     (folder / "SHA256SUMS").write_text(f"{hashlib.sha256((folder / name).read_bytes()).hexdigest()}  {name}\n")
     monkeypatch.setenv("LOCAL_WEIGHTS_DIR", str(folder))
 
-    model = get_builder("transfer")((32, 32, 3), 6, backbone="ResNet50", weights="imagenet", dropout=0.2)
+    block = (REPO_ROOT / "docs/models.md").read_text().split("  signs_resnet50_pretrained:")[1].split("```")[0]
+    network = yaml.safe_load("signs_resnet50_pretrained:" + block)["signs_resnet50_pretrained"]["network"]
+    assert network["backbone"] == "ResNet50" and network["weights"] == "imagenet"
+
+    model = get_builder("transfer")((32, 32, 3), 6, **network)
 
     assert not model.get_layer(BACKBONE_LAYER).trainable, "pretrained: the backbone starts frozen"
     assert_same_values(backbone_values(model), [w.numpy() for w in reference.weights])
