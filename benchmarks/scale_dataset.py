@@ -1,9 +1,9 @@
 """Make a class-folder dataset N times the size of a real one (a user command for the scale benchmark).
 
-Every image file under SOURCE (other files are left out) is written N times under OUTPUT, at the same relative path with `_<k>`
-added to its name, each copy changed a little at random: shifted by up to 4 pixels, brightened or
-darkened by up to 10 %, its contrast changed by up to 10 %, mirrored half the time (with --flip),
-and given faint noise. The copies keep their class but are not pixel-identical, so a model cannot
+Every image file under SOURCE (other files are left out) is written N times under OUTPUT, at the
+same relative path with `_<k>` added to its name, each copy changed a little at random: shifted by
+up to 4 pixels, brightened or darkened by up to 10 %, its contrast changed by up to 10 %, mirrored
+half the time (with --flip), and given faint noise. The copies keep their class but are not pixel-identical, so a model cannot
 learn the larger set by recognising repeats. Each copy's changes are drawn from (seed, file, copy),
 so the same command gives the same files.
 
@@ -60,9 +60,10 @@ def write_copies(task):
     with Image.open(source) as opened:
         image_format = opened.format
         pixels = np.asarray(opened.convert("L" if opened.mode == "L" else "RGB"))  # grey stays grey
+    relative_path, first_draw = Path(relative), file_seed(seed, relative)
     for copy in range(factor):
-        rng = np.random.default_rng([file_seed(seed, relative), copy])
-        path = target_dir / Path(relative).with_name(f"{Path(relative).stem}_{copy}{Path(relative).suffix}")
+        rng = np.random.default_rng([first_draw, copy])
+        path = target_dir / relative_path.with_name(f"{relative_path.stem}_{copy}{relative_path.suffix}")
         Image.fromarray(changed_copy(pixels, rng, flip)).save(path, format=image_format or "PNG", quality=95)
     return factor
 
@@ -79,10 +80,11 @@ def scale_dataset(source, output, factor, seed=0, flip=False, workers=None):
     if not files:
         raise SystemExit(f"scale_dataset: error: {source} holds no image files")
     written = 0
+    relatives = [path.relative_to(source) for path in files]
     with staged_path(output, directory=True) as staging:
-        for path in files:
-            (staging / path.relative_to(source)).parent.mkdir(parents=True, exist_ok=True)
-        tasks = [(path, staging, path.relative_to(source).as_posix(), factor, seed, flip) for path in files]
+        for folder in sorted({relative.parent for relative in relatives}):
+            (staging / folder).mkdir(parents=True, exist_ok=True)
+        tasks = [(path, staging, relative.as_posix(), factor, seed, flip) for path, relative in zip(files, relatives)]
         with ProcessPoolExecutor(max_workers=workers or os.cpu_count()) as pool:
             for done, count in enumerate(pool.map(write_copies, tasks, chunksize=64), start=1):
                 written += count
