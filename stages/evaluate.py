@@ -38,22 +38,25 @@ class EvaluateError(RuntimeError):
     """A model that does not fit its data."""
 
 
+def class_probabilities(outputs):
+    """A model's outputs as probabilities (m, C) for every class: a sigmoid column becomes two."""
+    return np.concatenate([1.0 - outputs, outputs], axis=1) if outputs.shape[1] == 1 else outputs
+
+
 def predict_classes(model, images, batch_size):
-    """(probabilities (m, C) for every class, predicted class per image)."""
-    outputs = model.predict(ordered_batches((images,), batch_size), verbose=0)
-    if outputs.shape[1] == 1:
-        outputs = np.concatenate([1.0 - outputs, outputs], axis=1)
+    """(probabilities (m, C) for every class, predicted class per image) of a split's StoredImages."""
+    outputs = class_probabilities(model.predict(ordered_batches(images, None, batch_size), verbose=0))
     return outputs, outputs.argmax(axis=1)
 
 
 def measure_speed(model, images, batch_size):
     """Batch throughput and per-batch and single-image latency, after a warm-up call."""
-    batches = ordered_batches((images,), batch_size)
+    batches = ordered_batches(images, None, batch_size)
     model.predict(batches.take(1), verbose=0)
     started = time.perf_counter()
     model.predict(batches, verbose=0)
     batch_seconds = time.perf_counter() - started
-    single = np.asarray(images[:1])
+    single = images[:1]
     model.predict_on_batch(single)
     latencies = []
     for _ in range(LATENCY_REPEATS):
@@ -70,14 +73,14 @@ def measure_speed(model, images, batch_size):
 def evaluate_model(spec):
     """Evaluate spec's model on the test split and the external test sets; write and return its metrics."""
     model = load_trained_model(spec)
-    images, labels = load_split(spec.dataset, "test", mmap_mode="r")
+    images, labels = load_split(spec.dataset, "test")
     # Every input is checked before anything is written.
-    external = {name: load_split(spec.dataset, f"external/{name}", mmap_mode="r") for name in spec.dataset.external}
+    external = {name: load_split(spec.dataset, f"external/{name}") for name in spec.dataset.external}
     if model.output_shape[-1] != labels.shape[1]:
         raise EvaluateError(f"{spec.model_path} outputs {model.output_shape[-1]} values per image but "
                             f"{spec.dataset.processed_dir} has labels {labels.shape[1]} wide: retrain the model")
     batch_size = spec.train["batch_size"]
-    loss = model.evaluate(ordered_batches((images, labels), batch_size), verbose=0, return_dict=True)["loss"]
+    loss = model.evaluate(ordered_batches(images, labels, batch_size), verbose=0, return_dict=True)["loss"]
     metrics, actual, predicted, probabilities = score(spec, model, images, labels)
     names = spec.dataset.class_names
     report = {

@@ -1,9 +1,10 @@
 """Grad-CAM: where in an image a classifier found the evidence for the class it predicted.
 
 The gradient of the predicted class's score (before the softmax or sigmoid) with respect to the
-model's last convolutional feature map, averaged over the map, weighs the map's channels; their weighted sum, cut at zero and
-scaled to [0, 1], is the heatmap (Selvaraju et al., 2017). Every layer runs in inference mode:
-batch norm uses its moving statistics and augmentation layers pass images through unchanged.
+model's last convolutional feature map, averaged over the map, weighs the map's channels; their
+weighted sum, cut at zero and scaled to [0, 1], is the heatmap (Selvaraju et al., 2017). Every
+layer runs in inference mode: batch norm uses its moving statistics and augmentation layers pass
+images through unchanged.
 """
 
 import numpy as np

@@ -15,7 +15,7 @@ import numpy as np
 from stages import gradcam
 from stages.cli import exit_on
 from stages.config import ParamsError, load_params, model_spec
-from stages.evaluate import predict_classes
+from stages.evaluate import class_probabilities
 from stages.images import UNREADABLE_IMAGE_ERRORS, load_image
 from stages.models import ModelFileError, load_trained_model
 
@@ -47,7 +47,7 @@ def predict(spec, paths, explain_path=None):
             raise PredictError(f"--explain {explain_path}: no such folder {explain_path.parent}")
     images = load_images(paths, spec.dataset.image_size)
     model = load_trained_model(spec)
-    outputs, _ = predict_classes(model, images, spec.train["batch_size"])
+    outputs = class_probabilities(model.predict(images, batch_size=spec.train["batch_size"], verbose=0))
     names = spec.dataset.class_names
     if explain_path is not None:
         maps, _ = gradcam.heatmaps(model, images, spec.network.get("gradcam_layer"))

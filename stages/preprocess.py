@@ -1,9 +1,10 @@
-"""preprocess stage: decode data/raw/<dataset>/ into normalised train and test arrays.
+"""preprocess stage: decode data/raw/<dataset>/ into train and test splits of uint8 pixels.
 
-Writes data/processed/<dataset>/{train,test}/{images,labels}.npy (images float32 in [0, 1]; labels an (m, 1)
-0/1 column for two classes, one-hot (m, C) otherwise) and classes.json, plus
-reports/data/<dataset>/summary.json (image counts, a DVC metric), details.json (classes, shapes,
-skipped files) and samples.png.
+Writes data/processed/<dataset>/{train,test}/{images,labels}.npy (images uint8 (N, S, S, 3), scaled
+to [0, 1] when a stage reads them; labels an (m, 1) 0/1 column for two classes, one-hot (m, C)
+otherwise) and classes.json, plus reports/data/<dataset>/summary.json (image counts, a DVC metric),
+details.json (classes, shapes, storage, skipped files) and samples.png. Images are decoded and
+written a chunk at a time, so memory does not grow with the dataset.
 
     python -m stages.preprocess <dataset>
 """
@@ -15,13 +16,20 @@ import numpy as np
 
 from stages.cli import exit_on, parse_stage_arguments
 from stages.config import ParamsError, dataset_spec, load_params
-from stages.data import encode_labels, save_split
+from stages.data import IMAGE_DTYPE, class_indices, encode_labels, read_split, save_split
 from stages.files import staged_path, write_json
-from stages.images import UNREADABLE_IMAGE_ERRORS, array_to_model_input, load_image
+from stages.images import UNREADABLE_IMAGE_ERRORS, array_to_pixels, load_pixels
 from stages.plots import image_grid
 from stages.splits import SplitError, stratified_holdout
 
 log = logging.getLogger("preprocess")
+
+# Images decoded before they are written: a few MiB at 64x64, and few enough writes to be quick.
+CHUNK_IMAGES = 1024
+
+
+# What details.json says of the stored images.
+STORED_AS = "uint8 pixels 0-255 in images.npy; the stages scale them to float32 in [0, 1] as they read them"
 
 
 class PreprocessError(RuntimeError):
@@ -34,7 +42,7 @@ def preprocess_dataset(spec):
     if spec.source_kind == "h5":
         splits, available, skipped = read_h5_pair(spec)
     else:
-        images, labels, available, skipped = read_class_folders(spec, rng)
+        files, labels, available, skipped = choose_class_files(spec, rng)
         try:
             test_indices = stratified_holdout(labels, spec.test_fraction, spec.seed)
         except SplitError as error:
@@ -42,66 +50,81 @@ def preprocess_dataset(spec):
         is_test = np.zeros(len(labels), dtype=bool)
         is_test[test_indices] = True
         train_order, test_order = rng.permutation(np.flatnonzero(~is_test)), rng.permutation(test_indices)
-        splits = {"train": (images[train_order], labels[train_order]), "test": (images[test_order], labels[test_order])}
-    for split, (images, _) in splits.items():
-        if len(images) == 0:
+        splits = {split: (decoded_chunks([files[i] for i in order], spec.image_size, f"{spec.name} {split}"),
+                          labels[order])
+                  for split, order in (("train", train_order), ("test", test_order))}
+    for split, (_, labels) in splits.items():
+        if len(labels) == 0:
             raise PreprocessError(f"the {split} split is empty: too few readable images in {spec.raw_dir}")
 
     external = read_external_sets(spec)
+    shape = (spec.image_size, spec.image_size, 3)
     with staged_path(spec.processed_dir, directory=True) as staging:
-        for split, (images, labels) in [*splits.items(), *((f"external/{name}", data) for name, data in external.items())]:
-            save_split(staging, split, images, encode_labels(labels, spec.num_classes))
+        external_splits = {f"external/{name}": ([pixels], labels) for name, (pixels, labels) in external.items()}
+        for split, (chunks, labels) in {**splits, **external_splits}.items():
+            save_split(staging, split, encode_labels(labels, spec.num_classes), chunks, shape)
         write_json(staging / "classes.json", spec.class_names)
-    summary, details = summarize(spec, splits, available, skipped)
-    for name, (images, labels) in external.items():
+    summary, details = summarize(spec, {split: labels for split, (_, labels) in splits.items()}, available, skipped)
+    for name, (_, labels) in external.items():
         summary.setdefault("external", {})[name] = split_counts(spec, labels)
     write_json(spec.reports_dir / "summary.json", summary)
     write_json(spec.reports_dir / "details.json", details)
-    plot_samples(spec, *splits["train"], spec.reports_dir / "samples.png")
+    plot_samples(spec, *read_split(spec.processed_dir, "train"), spec.reports_dir / "samples.png")
     return summary
 
 
-def read_class_folders(spec, rng):
-    """Decode data/raw/<dataset>/<class>/*, at most max_per_class per class chosen by the seed.
+def choose_class_files(spec, rng):
+    """The readable files of data/raw/<dataset>/<class>/*, at most max_per_class per class chosen by the seed.
 
-    Returns images (N, S, S, 3) float32, class indices (N,), images available per class and the
-    skipped files. Unreadable files are skipped with a warning and replaced by the next file.
+    Returns the files, their class indices (N,), the files available per class and the skipped
+    files. Each file is decoded once here to know that it can be (its pixels are not kept, so memory
+    stays small); an unreadable one is skipped with a warning and replaced by the next file.
     """
-    images, labels, available, skipped = [], [], {}, []
+    files, labels, available, skipped = [], [], {}, []
     for class_index, class_name in enumerate(spec.class_names):
         folder = spec.raw_dir / class_name
         if not folder.is_dir():
             raise PreprocessError(f"class folder {folder} is missing: run the download stage first")
-        files = sorted(path for path in folder.rglob("*") if path.is_file())
-        available[class_name] = len(files)
-        wanted = spec.max_per_class or len(files)
+        candidates = sorted(path for path in folder.rglob("*") if path.is_file())
+        available[class_name] = len(candidates)
+        wanted = spec.max_per_class or len(candidates)
         kept = 0
-        for path in (files[i] for i in rng.permutation(len(files))):
+        for path in (candidates[i] for i in rng.permutation(len(candidates))):
             if kept == wanted:
                 break
             try:
-                images.append(load_image(path, spec.image_size))
+                load_pixels(path, spec.image_size)
             except UNREADABLE_IMAGE_ERRORS as error:
                 log.warning("%s: skipping unreadable image %s (%s)", spec.name, path, error)
                 skipped.append(path.as_posix())
                 continue
+            files.append(path)
             labels.append(class_index)
             kept += 1
-        log.info("%s: class %s: %d of %d images", spec.name, class_name, kept, len(files))
-    shape = (0, spec.image_size, spec.image_size, 3)
-    return (np.stack(images) if images else np.zeros(shape, np.float32)), np.array(labels, dtype=np.int64), \
-        available, skipped
+        log.info("%s: class %s: %d of %d images", spec.name, class_name, kept, len(candidates))
+    return files, np.array(labels, dtype=np.int64), available, skipped
+
+
+def decoded_chunks(files, image_size, name):
+    """The files' pixels, CHUNK_IMAGES images at a time, in the files' order (progress logged every 10 chunks)."""
+    for number, start in enumerate(range(0, len(files), CHUNK_IMAGES), 1):
+        yield np.stack([load_pixels(path, image_size) for path in files[start: start + CHUNK_IMAGES]])
+        done = min(start + CHUNK_IMAGES, len(files))
+        if number % 10 == 0 or done == len(files):
+            log.info("%s: %d of %d images written", name, done, len(files))
 
 
 def read_h5_pair(spec):
     """Read course-layout train.h5 and test.h5: the files define the split."""
-    splits = {split: read_course_h5(spec, spec.raw_dir / f"{split}.h5", split, spec.classes)
-              for split in ("train", "test")}
-    return splits, {split: len(images) for split, (images, _) in splits.items()}, []
+    splits = {}
+    for split in ("train", "test"):
+        pixels, labels = read_course_h5(spec, spec.raw_dir / f"{split}.h5", split, spec.classes)
+        splits[split] = ([pixels], labels)
+    return splits, {split: len(labels) for split, (_, labels) in splits.items()}, []
 
 
 def read_course_h5(spec, path, split, classes):
-    """(images, class indices) of a course-layout HDF5 file; `classes` maps class names to its label ids."""
+    """(pixels, class indices) of a course-layout HDF5 file; `classes` maps class names to its label ids."""
     index_of_label = {label: spec.class_names.index(name) for name, label in classes.items()}
     try:
         with h5py.File(path, "r") as handle:
@@ -110,24 +133,26 @@ def read_course_h5(spec, path, split, classes):
     except (OSError, KeyError) as error:
         raise PreprocessError(f"{path} is missing or unreadable ({error}): run `dvc repro download@{spec.name}` "
                               "to fetch it again") from error
-    images = np.stack([array_to_model_input(image, spec.image_size) for image in pixels])
+    size = spec.image_size
+    images = np.stack([array_to_pixels(image, size) for image in pixels]) if len(pixels) else \
+        np.zeros((0, size, size, 3), IMAGE_DTYPE)
     return images, np.array([index_of_label[label] for label in file_labels.tolist()], dtype=np.int64)
 
 
 def read_external_sets(spec):
-    """{name: (images, class indices)} of the dataset's external test sets, as download left them."""
+    """{name: (pixels, class indices)} of the dataset's external test sets, as download left them."""
     return {name: read_course_h5(spec, spec.raw_dir / "external" / f"{name}.h5", "test", external["classes"])
             for name, external in spec.external.items()}
 
 
-def summarize(spec, splits, available, skipped):
-    """The data report: (counts per class and split, a DVC metric; classes, shapes and skipped files)."""
+def summarize(spec, split_labels, available, skipped):
+    """The data report: (counts per class and split, a DVC metric; classes, shapes, storage and skipped files)."""
     summary = {"available": available, "skipped": len(skipped)}
     details = {"dataset": spec.name, "source_kind": spec.source_kind, "seed": spec.seed,
-               "classes": spec.class_names, "skipped_files": skipped}
-    for split, (images, labels) in splits.items():
+               "classes": spec.class_names, "stored_as": STORED_AS, "skipped_files": skipped}
+    for split, labels in split_labels.items():
         summary[split] = split_counts(spec, labels)
-        details[split] = {"image_shape": list(images.shape[1:]),
+        details[split] = {"image_shape": [spec.image_size, spec.image_size, 3],
                           "label_shape": list(encode_labels(labels[:1], spec.num_classes).shape[1:])}
     return summary, details
 
@@ -140,10 +165,11 @@ def split_counts(spec, labels):
 def plot_samples(spec, images, labels, path):
     """One labelled training image per class, so a person can check the data at a glance."""
     chosen, titles = [], []
+    classes = class_indices(labels)
     for class_index, class_name in enumerate(spec.class_names):
-        matches = np.flatnonzero(labels == class_index)
+        matches = np.flatnonzero(classes == class_index)
         if len(matches):
-            chosen.append(images[matches[0]])
+            chosen.append(images[int(matches[0])])
             titles.append(class_name if class_name == str(class_index) else f"{class_index}: {class_name}")
     image_grid(chosen, titles, f"{spec.name}: one training image per class", path)
 

@@ -171,9 +171,9 @@ def train_model(spec):
     if batch_size % runtime["replicas"]:
         raise TrainError(f"models.{spec.name}: batch_size {batch_size} does not split evenly over "
                          f"{runtime['replicas']} replicas of the {train['distribution']} distribution")
-    images, labels = load_split(spec.dataset, "train", mmap_mode="r")
+    images, labels = load_split(spec.dataset, "train")
     train_indices, validation_indices = validation_split(labels, train["validation_fraction"], spec.seed)
-    validation = ordered_batches((images, labels), batch_size, validation_indices)
+    validation = ordered_batches(images, labels, batch_size, validation_indices)
     class_weight = balanced_class_weight(labels[train_indices]) if train["class_weight"] == "balanced" else None
     with strategy.scope():
         model = build_model(spec, images.shape[1:])
@@ -194,6 +194,9 @@ def train_model(spec):
                 continue
             with strategy.scope():
                 compile_model(model, train["optimizer"], learning_rate, spec.dataset.num_classes, runtime["jit_compile"])
+            # Keras compiles no model holding a layer that XLA cannot take (random rotation, zoom, shift)
+            # and says so only in a warning: the run facts record what it did.
+            runtime["jit_compile"] = bool(model.jit_compile)
             callbacks = run.phase_callbacks(phase, epochs, model, monitor=train["monitor"],
                                             patience=train["early_stopping_patience"] or epochs)
             if callbacks is None:

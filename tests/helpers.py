@@ -84,9 +84,10 @@ def write_processed(project, name, num_classes, per_class=8, size=16, seed=0):
     rng = np.random.default_rng(seed)
     for split, count in (("train", per_class), ("test", per_class // 2)):
         class_ids = np.repeat(np.arange(num_classes), count)
-        images = np.clip(rng.normal(0.2 + 0.6 * class_ids[:, None, None, None] / max(num_classes - 1, 1), 0.1,
-                                    size=(len(class_ids), size, size, 3)), 0, 1).astype(np.float32)
-        save_split(directory, split, images, encode_labels(class_ids, num_classes))
+        brightness = np.clip(rng.normal(0.2 + 0.6 * class_ids[:, None, None, None] / max(num_classes - 1, 1), 0.1,
+                                        size=(len(class_ids), size, size, 3)), 0, 1)
+        pixels = np.round(255 * brightness).astype(np.uint8)
+        save_split(directory, split, encode_labels(class_ids, num_classes), [pixels], pixels.shape[1:])
 
 
 def save_params(project, params):

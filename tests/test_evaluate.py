@@ -31,7 +31,7 @@ def test_multiclass_metrics_match_the_models_predictions(trained):
     metrics = read(trained, "reports/metrics/digits_cnn.json")
     test_images, test_labels = read_split(trained / "data/processed/digits", "test")
     model = keras.models.load_model(trained / "models/digits_cnn.keras")
-    predicted = model.predict(test_images, verbose=0).argmax(axis=1)
+    predicted = model.predict(test_images[:], verbose=0).argmax(axis=1)
     actual = test_labels.argmax(axis=1)
     assert metrics["test_images"] == 12
     assert metrics["accuracy"] == pytest.approx(np.mean(predicted == actual))
@@ -55,7 +55,7 @@ def test_binary_model_reports_roc_auc(trained):
 
     metrics = read(trained, "reports/metrics/faces_cnn.json")
     test_images, test_labels = read_split(trained / "data/processed/faces", "test")
-    scores = keras.models.load_model(trained / "models/faces_cnn.keras").predict(test_images, verbose=0)[:, 0]
+    scores = keras.models.load_model(trained / "models/faces_cnn.keras").predict(test_images[:], verbose=0)[:, 0]
     assert metrics["roc_auc"] == pytest.approx(roc_auc_score(test_labels[:, 0], scores), abs=1e-6)
     assert set(metrics["per_class"]) == {"no", "yes"}
     assert {row["actual"] for row in read(trained, "reports/eval/faces_cnn/predictions.json")} == {"no", "yes"}

@@ -42,7 +42,7 @@ def test_external_set_is_fetched_converted_and_counted(project, with_external):
 
     labels = np.load(project / "data/processed/tiny/external/elsewhere/labels.npy")
     images = np.load(project / "data/processed/tiny/external/elsewhere/images.npy")
-    assert images.shape == (6, 8, 8, 3) and images.dtype == np.float32
+    assert images.shape == (6, 8, 8, 3) and images.dtype == np.uint8
     # file ids 10, 20, 30 are green, blue, red: classes 1, 2, 0 of the dataset
     np.testing.assert_array_equal(labels.argmax(axis=1), [1, 2, 0, 0, 1, 2])
     summary = json.loads((project / "reports/data/tiny/summary.json").read_text())

@@ -1,18 +1,57 @@
-"""The tf.data input pipelines: batch contents and order, resumption, and their options."""
+"""The processed splits on disk and the tf.data pipelines over them: contents, order, resumption, options."""
+
+import os
 
 import numpy as np
 import pytest
 
+from stages.data import StoredImages, read_split, save_split
+from stages.images import to_unit_range
 from stages.inputs import epoch_order, ordered_batches, steps_per_epoch, training_batches
 
-IMAGES = np.arange(10 * 2 * 2 * 3, dtype="float32").reshape(10, 2, 2, 3)
+PIXELS = (np.arange(10, dtype=np.uint8)[:, None, None, None] * np.ones((1, 2, 2, 3), np.uint8)
+          + np.arange(12, dtype=np.uint8).reshape(1, 2, 2, 3) * 20)  # image i starts with pixel value i
 LABELS = np.eye(2, dtype="float32")[np.arange(10) % 2]
 INDICES = np.array([0, 2, 3, 5, 6, 8, 9])  # a training split: 1, 4 and 7 are held out
 
 
+@pytest.fixture
+def images(tmp_path):
+    save_split(tmp_path, "train", LABELS, [PIXELS[:4], PIXELS[4:]], PIXELS.shape[1:])
+    return read_split(tmp_path, "train")[0]
+
+
 def batch_indices(batches):
-    """The image indices each batch holds (IMAGES[i, 0, 0, 0] == 12 * i)."""
-    return [[int(value) // 12 for value in images[:, 0, 0, 0]] for images, _ in batches.as_numpy_iterator()]
+    """The image indices each batch holds (the first pixel of image i is i / 255)."""
+    return [[int(round(value * 255)) for value in batch[0][:, 0, 0, 0]] for batch in batches.as_numpy_iterator()]
+
+
+def test_a_split_written_in_chunks_reads_back_by_any_rows(tmp_path, images):
+    assert np.array_equal(np.load(tmp_path / "train/images.npy"), PIXELS)  # a plain .npy file
+    assert images.shape == PIXELS.shape and len(images) == 10
+    for rows in ([3], [7, 2, 9], [4, 5, 6, 1], list(range(10)), [8, 8]):
+        assert np.array_equal(images.pixels(rows), PIXELS[rows])
+        np.testing.assert_array_equal(images[rows], to_unit_range(PIXELS[rows]))
+    np.testing.assert_array_equal(images[2:5], to_unit_range(PIXELS[2:5]))
+    np.testing.assert_array_equal(images[-1], to_unit_range(PIXELS[-1]))
+    with pytest.raises(IndexError):
+        images.pixels([10])
+
+
+def test_writing_a_split_refuses_chunks_that_do_not_add_up(tmp_path):
+    with pytest.raises(ValueError, match="9 images written for 10 labels"):
+        save_split(tmp_path, "train", LABELS, [PIXELS[:9]], PIXELS.shape[1:])
+    with pytest.raises(ValueError, match="expected uint8"):
+        save_split(tmp_path, "test", LABELS, [PIXELS.astype(np.float32)], PIXELS.shape[1:])
+
+
+def test_the_pipeline_scales_every_pixel_value_to_the_floats_a_decoded_image_gives(tmp_path):
+    every_value = np.arange(256, dtype=np.uint8).reshape(4, 8, 8, 1).repeat(3, axis=-1)
+    save_split(tmp_path, "all", np.zeros((4, 1), np.float32), [every_value], every_value.shape[1:])
+    batches = list(ordered_batches(read_split(tmp_path, "all")[0], None, 3).as_numpy_iterator())
+    assert np.array_equal(np.concatenate(batches), to_unit_range(every_value))  # bit for bit
+    assert np.array_equal(to_unit_range(every_value), every_value.astype(np.float32) / np.float32(255))
+    assert batches[0].dtype == np.float32 and to_unit_range(every_value).max() == 1.0
 
 
 def test_epoch_order_is_a_permutation_drawn_from_seed_and_epoch():
@@ -23,38 +62,57 @@ def test_epoch_order_is_a_permutation_drawn_from_seed_and_epoch():
     assert not np.array_equal(order, epoch_order(INDICES, seed=4, epoch=0))
 
 
-def test_training_batches_visit_each_epoch_in_its_order_with_matching_labels():
-    batches = training_batches(IMAGES, LABELS, INDICES, batch_size=3, seed=3, first_epoch=0, end_epoch=2)
+def test_training_batches_visit_each_epoch_in_its_order_with_matching_labels(images):
+    batches = training_batches(images, LABELS, INDICES, batch_size=3, seed=3, first_epoch=0, end_epoch=2)
     seen = batch_indices(batches)
     assert len(seen) == 2 * steps_per_epoch(len(INDICES), 3) == 6
     for epoch in range(2):
         epoch_batches = seen[3 * epoch: 3 * epoch + 3]
         assert [len(batch) for batch in epoch_batches] == [3, 3, 1]
         assert sum(epoch_batches, []) == list(epoch_order(INDICES, 3, epoch))
-    for images, labels in batches.as_numpy_iterator():
-        indices = (images[:, 0, 0, 0] // 12).astype(int)
-        assert np.array_equal(labels, LABELS[indices])
+    for batch_images, batch_labels in batches.as_numpy_iterator():
+        indices = np.round(batch_images[:, 0, 0, 0] * 255).astype(int)
+        np.testing.assert_array_equal(batch_images, to_unit_range(PIXELS[indices]))
+        assert np.array_equal(batch_labels, LABELS[indices])
 
 
-def test_a_resumed_run_sees_the_batches_of_an_uninterrupted_one():
-    whole = batch_indices(training_batches(IMAGES, LABELS, INDICES, 3, seed=5, first_epoch=0, end_epoch=4))
-    from_epoch_2 = batch_indices(training_batches(IMAGES, LABELS, INDICES, 3, seed=5, first_epoch=2, end_epoch=4))
+def test_a_resumed_run_sees_the_batches_of_an_uninterrupted_one(images):
+    whole = batch_indices(training_batches(images, LABELS, INDICES, 3, seed=5, first_epoch=0, end_epoch=4))
+    from_epoch_2 = batch_indices(training_batches(images, LABELS, INDICES, 3, seed=5, first_epoch=2, end_epoch=4))
     assert from_epoch_2 == whole[6:]
 
 
-def test_ordered_batches_keep_index_order():
-    batches = ordered_batches((IMAGES, LABELS), 4, indices=np.array([1, 4, 7]))
+def test_ordered_batches_keep_index_order(images):
+    batches = ordered_batches(images, LABELS, 4, indices=np.array([1, 4, 7]))
     assert batch_indices(batches) == [[1, 4, 7]]
-    images_only = list(ordered_batches((IMAGES,), 4).as_numpy_iterator())
-    assert [len(batch[0]) for batch in images_only] == [4, 4, 2]
-    assert np.array_equal(np.concatenate([batch[0] for batch in images_only]), IMAGES)
+    images_only = list(ordered_batches(images, None, 4).as_numpy_iterator())
+    assert [len(batch) for batch in images_only] == [4, 4, 2]
+    np.testing.assert_array_equal(np.concatenate(images_only), to_unit_range(PIXELS))
 
 
 @pytest.mark.parametrize("make", [
-    lambda: training_batches(IMAGES, LABELS, INDICES, 3, seed=1, first_epoch=0, end_epoch=1),
-    lambda: ordered_batches((IMAGES,), 4),
+    lambda images: training_batches(images, LABELS, INDICES, 3, seed=1, first_epoch=0, end_epoch=1),
+    lambda images: ordered_batches(images, None, 4),
 ])
-def test_pipelines_run_without_the_autotuner(make):
+def test_pipelines_run_without_the_autotuner(images, make):
     """Its thread made deleting an iterator (the end of each fit call) wait up to 18 s; see stages/inputs.py."""
-    options = make().options()
+    options = make(images).options()
     assert options.autotune.enabled is False
+
+
+def test_reading_needs_no_more_memory_than_a_batch(tmp_path):
+    """A split far larger than one read: reading every row, a batch at a time, maps and keeps none of it."""
+    count, shape = 2000, (64, 64, 3)  # 24 MiB on disk
+    chunks = (np.full((100, *shape), i % 256, np.uint8) for i in range(count // 100))
+    save_split(tmp_path, "big", np.zeros((count, 1), np.float32), chunks, shape)
+    images = StoredImages(tmp_path / "big/images.npy")
+    resident_before = resident_mib()
+    for start in range(0, count, 50):
+        assert images[np.arange(start, start + 50)].shape == (50, *shape)
+    assert resident_mib() - resident_before < 8
+
+
+def resident_mib():
+    """This process's resident memory now (Linux), in MiB."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20

@@ -22,7 +22,8 @@ def make_raw(project, name, images_per_class, mode="RGB", size=(20, 16)):
 def run_preprocess(name):
     preprocess.main([name])
     processed = PROCESSED_DIR / name
-    train, test = (dict(zip(("images", "labels"), read_split(processed, split))) for split in ("train", "test"))
+    stored = {split: read_split(processed, split) for split in ("train", "test")}
+    train, test = ({"stored": images, "images": images[:], "labels": labels} for images, labels in stored.values())
     summary, details = (json.loads((DATA_REPORTS_DIR / name / f"{report}.json").read_text())
                         for report in ("summary", "details"))
     return train, test, {**summary, "details": details}
@@ -40,6 +41,7 @@ def test_multiclass_arrays_shapes_dtypes_range_and_one_hot(three_classes):
 
     for split, expected_total in ((train, 30), (test, 10)):
         images, labels = split["images"], split["labels"]
+        assert split["stored"].shape == (expected_total, 8, 8, 3) and split["stored"].dtype == np.uint8
         assert images.shape == (expected_total, 8, 8, 3) and images.dtype == np.float32
         assert 0.0 <= images.min() and images.max() <= 1.0 and images.max() > 0.1
         assert labels.shape == (expected_total, 3) and labels.dtype == np.float32
