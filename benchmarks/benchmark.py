@@ -1,16 +1,23 @@
 """Benchmark the pipeline on this machine (a user command, not a pipeline stage).
 
-Measures, in one run: every model's training speed in our train stage against plain Keras
-(`model.fit` on the same NumPy arrays, same model, batch size and epochs); XLA and mixed precision
-against the defaults; the ResNet50 models' training FLOP/s against the machine's peak; what
-`dvc repro` costs on top of training (nothing changed, one model's params changed, a full run); and
-the peak memory of every stage. Writes reports/benchmarks.md and its JSON twin.
+Measures, by part: every model's training speed in our train stage against plain Keras (`model.fit`
+on the same images in memory, same model, batch size and epochs) and the ResNet50 models' training
+FLOP/s against the machine's peak (speed); XLA and mixed precision against the defaults (variants);
+what `dvc repro` costs on top of training and every stage's peak memory (pipeline); download,
+preprocess, train and evaluate on generated datasets 1x and 10x the size of SMILEsmileD (scale);
+two queued experiments in parallel against one after the other (queue); a `dvc repro` with nothing
+to do (noop). Writes reports/benchmarks.md and its JSON twin, keeping the figures of parts not
+measured this time, each with the commit and date it was measured at, and shows the GPU figures of
+benchmarks.backend_speed (reports/benchmarks_gpu.json) when there are any.
 
-    python -m benchmarks.benchmark [--epochs 3] [--models a,b] [--skip-pipeline] [--output reports/benchmarks]
+    python -m benchmarks.benchmark [--parts speed,variants,pipeline,scale,queue,noop] [--epochs 3]
+        [--models a,b] [--variant-models a,b] [--scale-factors 1,10] [--output reports/benchmarks]
 
-Run it on an idle machine, from the repository root, after `dvc repro` has made data/processed
-(the pipeline part copies the project into a temporary git repository and runs it from scratch
-there, so LOCAL_DATA_DIR / LOCAL_WEIGHTS_DIR apply as for `dvc repro`).
+Run it on an idle machine, from the repository root, after `dvc repro` (speed and variants read
+data/processed; queue and noop need the pipeline up to date and committed). The pipeline part copies
+the project into a temporary git repository and runs it from scratch there, and the scale part
+generates its datasets from LOCAL_DATA_DIR, so LOCAL_DATA_DIR / LOCAL_WEIGHTS_DIR apply as for
+`dvc repro`.
 """
 
 import argparse
@@ -29,7 +36,20 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from stages.config import LOCAL_DATA_ENV, LOCAL_WEIGHTS_ENV, PARAMS_FILE, PROCESSED_DIR, RUNS_DIR, TRAIN_REPORTS_DIR, load_params, model_spec
+from stages.config import (
+    DATA_REPORTS_DIR,
+    LOCAL_DATA_ENV,
+    LOCAL_WEIGHTS_ENV,
+    METRICS_DIR,
+    PARAMS_FILE,
+    PROCESSED_DIR,
+    RUNS_DIR,
+    TRAIN_REPORTS_DIR,
+    dataset_spec,
+    load_params,
+    model_spec,
+)
+from benchmarks.backend_speed import VARIANTS
 from stages.files import staged_path, write_json
 
 log = logging.getLogger("benchmark")
@@ -43,16 +63,27 @@ MATMUL_REPEATS = 20
 
 
 def run_measured(command, cwd, env=None):
-    """Run a command; return (exit status, wall seconds, peak resident MiB of the process tree's largest member)."""
-    started = time.perf_counter()
-    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    output = process.stdout.read()
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    seconds = time.perf_counter() - started
-    if process.returncode != 0:
-        raise RuntimeError(f"{' '.join(map(str, command))} failed ({process.returncode}):\n{output[-4000:]}")
-    return seconds, round(usage.ru_maxrss / 1024, 1), output
+    """Run a command; return (wall seconds, peak resident MiB, output).
+
+    A Python command (`python -m module` or `python -c code`, DVC's own excepted) runs under
+    benchmarks.peak_memory, which reports the process's own peak; any other gives its rusage.
+    """
+    with tempfile.TemporaryDirectory(prefix="peak-") as scratch:
+        peak_file = Path(scratch) / "peak"
+        if command[0] == sys.executable and command[1] in ("-m", "-c") and command[2] != "dvc":
+            command = [sys.executable, "-m", "benchmarks.peak_memory", str(peak_file),
+                       *([] if command[1] == "-m" else ["-c"]), *command[2:]]
+        started = time.perf_counter()
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   text=True)
+        output = process.stdout.read()
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        seconds = time.perf_counter() - started
+        if process.returncode != 0:
+            raise RuntimeError(f"{' '.join(map(str, command))} failed ({process.returncode}):\n{output[-4000:]}")
+        peak = float(peak_file.read_text()) if peak_file.is_file() else 0.0
+    return seconds, round(peak or usage.ru_maxrss / 1024, 1), output
 
 
 def python_env():
@@ -317,6 +348,126 @@ def tensorflow_import_rss():
     return peak_mib
 
 
+# ---------------------------------------------------------------- scale
+
+SCALE_DATASET, SCALE_MODEL = "happy", "happy_cnn"
+SCALE_STAGES = (("download", SCALE_DATASET), ("preprocess", SCALE_DATASET), ("train", SCALE_MODEL),
+                ("evaluate", SCALE_MODEL))
+
+
+def scale_project(directory, params):
+    """A folder where the stages run SCALE_MODEL on a generated copy of SCALE_DATASET: one epoch, one phase."""
+    directory.mkdir(parents=True)
+    params = json.loads(json.dumps(params))
+    params["datasets"] = {SCALE_DATASET: {**params["datasets"][SCALE_DATASET], "fingerprint": None}}
+    model = params["models"][SCALE_MODEL]
+    model.setdefault("train", {}).update(epochs=1, fine_tune=None, early_stopping_patience=None)
+    params["models"] = {SCALE_MODEL: model}
+    (directory / PARAMS_FILE).write_text(yaml.safe_dump(params, sort_keys=False))
+    return directory
+
+
+def scale_run(params, factor, workdir):
+    """Generate SCALE_DATASET at `factor` times its size, then time each stage on it as its own process."""
+    local = Path(os.environ[LOCAL_DATA_ENV]).resolve()
+    spec = dataset_spec(params, SCALE_DATASET)
+    data_dir = workdir / f"data-{factor}x"
+    log.info("scale %dx: generating the dataset", factor)
+    generate_seconds, _, _ = run_measured(
+        [sys.executable, "-m", "benchmarks.scale_dataset", str(local / spec.source["mirror"]),
+         str(data_dir / spec.source["mirror"]), "--factor", str(factor), "--flip", "--workers", "2"],
+        REPO_ROOT, python_env())
+    for external in spec.external.values():  # the external test set as it is
+        (data_dir / external["mirror"]).parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(local / external["mirror"], data_dir / external["mirror"])
+    project = scale_project(workdir / f"project-{factor}x", params)
+    env = {**python_env(), LOCAL_DATA_ENV: str(data_dir)}
+    entry = {"factor": factor, "generate_seconds": round(generate_seconds, 1)}
+    for stage, argument in SCALE_STAGES:
+        log.info("scale %dx: %s", factor, stage)
+        seconds, peak_mib, _ = run_measured([sys.executable, "-m", f"stages.{stage}", argument], project, env)
+        entry[stage] = {"seconds": round(seconds, 1), "peak_rss_mib": peak_mib}
+    summary = json.loads((project / DATA_REPORTS_DIR / SCALE_DATASET / "summary.json").read_text())
+    run = json.loads((project / RUNS_DIR / f"{SCALE_MODEL}.json").read_text())
+    metrics = json.loads((project / METRICS_DIR / f"{SCALE_MODEL}.json").read_text())
+    entry["images"] = summary["train"]["total"] + summary["test"]["total"]
+    entry["test_images"] = summary["test"]["total"]
+    entry["train"].update(images=json.loads((project / TRAIN_REPORTS_DIR / f"{SCALE_MODEL}.json").read_text())[
+        "train_images"], images_per_second=run["images_per_second"], fit_seconds=run["wall_time_seconds"],
+        training_peak_rss_mib=run["peak_memory_mib"])
+    entry["evaluate"]["inference_images_per_second"] = metrics["inference"]["images_per_second"]
+    entry["processed_mib"] = directory_mib(project / PROCESSED_DIR / SCALE_DATASET)
+    shutil.rmtree(data_dir)
+    shutil.rmtree(project)
+    return entry
+
+
+def scale_benchmark(params, factors, workdir):
+    if not os.environ.get(LOCAL_DATA_ENV):
+        raise SystemExit(f"benchmark: error: the scale part generates its data from {LOCAL_DATA_ENV}: set it")
+    return {f"{factor}x": scale_run(params, factor, workdir) for factor in factors}
+
+
+# ---------------------------------------------------------------- experiments and no-op
+
+def dvc(*args, env=None):
+    return run_measured([sys.executable, "-m", "dvc", *args], REPO_ROOT, env or python_env())
+
+
+def queued_experiments(jobs, overrides):
+    """Queue one experiment per set of -S overrides, start the queue with `jobs` workers, wait for all.
+
+    Returns the wall seconds from `dvc queue start` until the last experiment finished.
+    """
+    names = [f"benchmark-jobs{jobs}-{index}" for index in range(len(overrides))]
+    for name, settings in zip(names, overrides):
+        dvc("exp", "run", "--queue", "--name", name, *[arg for setting in settings for arg in ("-S", setting)])
+    started = time.perf_counter()
+    dvc("queue", "start", "--jobs", str(jobs))
+    while True:
+        time.sleep(2)
+        _, _, status = dvc("queue", "status")
+        rows = [line.split() for line in status.splitlines() if any(name in line for name in names)]
+        if rows and not any(word in ("Queued", "Running") for row in rows for word in row):
+            break
+    seconds = time.perf_counter() - started
+    failed = [row for row in rows if "Success" not in row]
+    dvc("queue", "stop")
+    dvc("exp", "remove", *names)
+    if failed:
+        raise RuntimeError(f"queued experiments failed: {failed}")
+    return round(seconds, 1)
+
+
+def queue_timing(params, model, epochs):
+    """Two one-model experiments (two learning rates) in parallel (--jobs 2) and one after the other (--jobs 1).
+
+    Each pair has its own learning rates, so DVC's run cache cannot answer the second pair from the first.
+    """
+    rate = params["models"][model].get("train", {}).get("learning_rate", params["train"]["learning_rate"])
+    setting = f"models.{model}.train"
+    pairs = {"sequential": (1, (rate * 0.5, rate * 2)), "parallel": (2, (rate * 0.4, rate * 2.5))}
+    results = {"model": model, "epochs": epochs}
+    for run, (jobs, rates) in pairs.items():
+        log.info("queue: two experiments with --jobs %d", jobs)
+        results[run] = {"jobs": jobs, "learning_rates": list(rates), "seconds": queued_experiments(
+            jobs, [[f"{setting}.learning_rate={value:g}", f"{setting}.epochs={epochs}"] for value in rates])}
+    results["speedup"] = round(results["sequential"]["seconds"] / results["parallel"]["seconds"], 2)
+    return results
+
+
+def noop_repro(repeats=5):
+    """`dvc repro` with nothing to do, in this project (its pipeline must be up to date), and DVC's own start."""
+    runs, starts = [], []
+    for _ in range(repeats):
+        seconds, _, output = dvc("repro")
+        if "Running stage" in output:
+            raise SystemExit("benchmark: error: the pipeline is not up to date: run `dvc repro` first")
+        runs.append(round(seconds, 2))
+        starts.append(round(dvc("--version")[0], 2))
+    return {"seconds": runs, "median_seconds": float(np.median(runs)), "dvc_start_median_seconds": float(np.median(starts))}
+
+
 # ---------------------------------------------------------------- the report
 
 def directory_mib(path):
@@ -349,7 +500,8 @@ def variant_rows(speed):
         default = entry["ours"]["steady_images_per_second"]
         row = {"model": model, "default img/s": round(default)}
         for variant, run in sorted(entry["variants"].items()):
-            row[f"{variant} img/s"] = round(run["steady_images_per_second"])
+            compiled = "" if variant != "xla" or run["jit_compile"] else " (no XLA)"
+            row[f"{variant} img/s"] = f"{run['steady_images_per_second']:.0f}{compiled}"
             row[f"{variant} ratio"] = f"{run['steady_images_per_second'] / default:.2f}"
         yield row
 
@@ -389,31 +541,117 @@ def memory_rows(pipeline, sizes):
                "its model file MiB": model_mib}
 
 
+def stamp(results, part):
+    """'(measured at commit X on date Y)' for one part of the results."""
+    when = results["parts"][part]
+    return f"Measured at commit {when['commit']} on {when['date']}."
+
+
+def scale_rows(scale):
+    for size, entry in scale.items():
+        for stage, _ in SCALE_STAGES:
+            figures = entry[stage]
+            count = entry["test_images"] if stage == "evaluate" else entry["train"]["images"] if stage == "train" \
+                else entry["images"]
+            row = {"size": size, "stage": stage, "images": f"{count:,}", "wall s": f"{figures['seconds']:.1f}",
+                   "ms per image": f"{1000 * figures['seconds'] / count:.2f}", "peak MiB": round(figures["peak_rss_mib"])}
+            if stage == "train":
+                row["ms per image"] += f" (fit: {1000 / figures['images_per_second']:.2f})"
+            yield row
+
+
+def seconds_per_image(entry, stage):
+    """A stage's seconds per image of one scale run: train's by its fit time, the others' by the whole process."""
+    if stage == "train":
+        return 1 / entry["train"]["images_per_second"]
+    return entry[stage]["seconds"] / (entry["test_images"] if stage == "evaluate" else entry["images"])
+
+
+def scale_ratio_rows(scale):
+    """Per stage, the largest size's peak memory and time per image over the smallest's."""
+    (small_size, small), (large_size, large) = list(scale.items())[0], list(scale.items())[-1]
+    for stage, _ in SCALE_STAGES:
+        peak = large[stage]["peak_rss_mib"] / small[stage]["peak_rss_mib"]
+        time_ratio = seconds_per_image(large, stage) / seconds_per_image(small, stage)
+        row = {"stage": stage, f"peak memory {large_size} / {small_size}": f"{peak:.2f}",
+               f"time per image {large_size} / {small_size}": f"{time_ratio:.2f}"}
+        row["target (memory < 1.3, time within 20 %)"] = "" if stage not in ("train", "evaluate") else \
+            "met" if peak < 1.3 and time_ratio <= 1.2 else "missed"
+        yield row
+
+
+def gpu_section(gpu):
+    """The figures of benchmarks.backend_speed runs on a GPU machine (reports/benchmarks_gpu.json)."""
+    lines = ["", "## GPU", ""]
+    note = gpu.get("note")
+    if note:
+        lines += [note, ""]
+    for run in gpu["runs"]:
+        machine = run["machine"]
+        peak = run["peak"]
+        lines += [f"**{machine['device']}**, {run['date']}: Keras {machine['keras']} on {machine['backend']} "
+                  f"{machine['backend_version']}, Python {machine['python']}; {run['images']} random images per epoch, "
+                  f"steady images/s = the median of {run['epochs']} epochs after the first. Measured peak "
+                  f"({run['matmul_size']}^3 matrix products): float32 {peak['float32'] / 1e12:.1f} TFLOP/s, "
+                  f"bfloat16 {peak['bfloat16'] / 1e12:.1f} TFLOP/s.", ""]
+        variants = [variant for variant in VARIANTS if any(variant in entry for entry in run["models"].values())]
+        rows = []
+        for model, entry in run["models"].items():
+            row = {"model": model, "batch": next(iter(entry.values()))["batch_size"]}
+            for variant in variants:
+                figures = entry.get(variant)
+                row[f"{variant} img/s"] = "" if figures is None else figures.get("error") or \
+                    f"{figures['images_per_second']:,.0f}" + ("" if figures["jit_compile"] else " (no XLA)")
+            rows.append(row)
+        lines += [markdown_table(rows), ""]
+        flops = [(model, entry["float32_xla"], entry.get("mixed_bfloat16_xla")) for model, entry in run["models"].items()
+                 if "forward_flops_per_image" in entry.get("float32_xla", {}) and "resnet50" in model]
+        for model, float32, bfloat16 in flops:
+            forward = float32["forward_flops_per_image"]
+            achieved = 3 * forward * float32["images_per_second"]
+            text = (f"{model}: {forward / 1e9:.2f} GFLOPs per image forward ({gpu.get('flops_basis', 'XLA')}); training "
+                    f"at 3 x that per image: {achieved / 1e12:.2f} TFLOP/s in float32, "
+                    f"{100 * achieved / peak['float32']:.1f} % of the measured float32 peak")
+            if bfloat16 and "images_per_second" in bfloat16:
+                achieved16 = 3 * forward * bfloat16["images_per_second"]
+                text += (f"; {achieved16 / 1e12:.2f} TFLOP/s with mixed bfloat16, "
+                         f"{100 * achieved16 / peak['bfloat16']:.2f} % of the bfloat16 peak")
+            lines += [text + ".", ""]
+    return lines
+
+
 def markdown(results):
-    machine, speed, peak = results["machine"], results["speed"], results["peak"]
+    machine = results["machine"]
     device = ", ".join(machine["gpus"]) or f"CPU only: {machine['cpu']}, {machine['cores']} cores"
     lines = [
         "# Benchmarks", "",
-        f"Written by `python -m benchmarks.benchmark` on {results['date']} at commit {results['commit']}.", "",
+        "Written by `python -m benchmarks.benchmark`; each section says the commit and date it was measured at.", "",
         f"**Machine:** {device}; {machine['memory_gib']} GiB memory; Python {machine['python']}, TensorFlow "
-        f"{machine['tensorflow']}, Keras {machine['keras']}.", "",
-        "## Training speed: our train stage against plain Keras", "",
-        f"Each model trained for {results['epochs']} epochs (first phase only, no early stopping) on its real "
-        "processed training split, in fresh processes: by our train stage (tf.data batches gathered from the "
-        "split, per-epoch checkpoint for resuming, dvclive curves) and by plain Keras (`model.fit` on the same "
-        "NumPy arrays, same builder, compile settings, batch size, validation split and epochs). *Whole run* "
-        "counts every epoch including the first (graph tracing); *steady* uses the median of the later epochs. "
-        "Ratio = ours / Keras: above 1 means our stage is faster. Peak memory: resident memory at its highest, "
-        "in the stage until its reports are written (*training*) and in the whole process (*whole stage*); "
-        "plain Keras neither saves nor checkpoints.", "",
-        markdown_table(list(speed_rows(speed)))]
-    if any(entry["variants"] for entry in speed.values()):
-        lines += ["", "## XLA and mixed precision", "",
-                  f"Our train stage again, {results['variant_epochs']} epochs, with `jit_compile: true` or "
-                  "`mixed_precision: true` (steady images/s, and the ratio to the default settings above).", "",
+        f"{machine['tensorflow']}, Keras {machine['keras']}."]
+    speed = results.get("speed")
+    if speed:
+        lines += [
+            "", "## Training speed: our train stage against plain Keras", "",
+            f"{stamp(results, 'speed')} Each model trained for {results['epochs']} epochs (first phase only, no early "
+            "stopping) on its real processed training split, in fresh processes: by our train stage (batches read "
+            "from the split on disk by tf.data, per-epoch checkpoint for resuming, dvclive curves) and by plain Keras "
+            "(`model.fit` on the same images as NumPy arrays in memory, same builder, compile settings, batch size, "
+            "validation split and epochs). *Whole run* counts every epoch including the first (graph tracing); "
+            "*steady* uses the median of the later epochs. Ratio = ours / Keras: above 1 means our stage is faster. "
+            "Peak memory: resident memory at its highest, in the stage until its reports are written (*training*) "
+            "and in the whole process (*whole stage*); plain Keras holds the split in memory and neither saves nor "
+            "checkpoints.", "",
+            markdown_table(list(speed_rows(speed)))]
+    if speed and any(entry["variants"] for entry in speed.values()):
+        lines += ["", "## XLA and mixed precision on this machine", "",
+                  f"{stamp(results, 'variants')} Our train stage again, {results['variant_epochs']} epochs, with "
+                  "`jit_compile: true` or `mixed_precision: true` (steady images/s, and the ratio to the default "
+                  "settings above). *(no XLA)*: Keras compiled without XLA, because the model holds a random "
+                  "rotation, zoom or shift layer, which it cannot compile (docs/training.md).", "",
                   markdown_table(list(variant_rows(speed)))]
-    flops = list(flops_rows(speed, peak))
+    flops = list(flops_rows(speed, results["peak"])) if speed else []
     if flops:
+        peak = results["peak"]
         lines += ["", "## ResNet50: achieved training FLOP/s against the machine's peak", "",
                   "FLOPs per image: TensorFlow's profiler (`float_operation`) on the model's inference graph for "
                   "one image (a multiply-add counts 2); a training image costs about 3 of them (forward, and a "
@@ -425,11 +663,11 @@ def markdown(results):
     pipeline = results.get("pipeline")
     if pipeline:
         lines += ["", "## What dvc repro costs on top of training", "",
-                  "In a temporary git copy of the project (params.yaml as committed), from an empty DVC cache. "
-                  "Pure training = the `fit` time each train stage records (`wall_time_seconds` in "
-                  "`reports/runs/`). The overhead is everything else: DVC's own work, starting Python and "
-                  "importing TensorFlow in each stage process, and the download, preprocess, evaluate and compare "
-                  "stages.", "",
+                  f"{stamp(results, 'pipeline')} In a temporary git copy of the project (params.yaml as committed), "
+                  "from an empty DVC cache. Pure training = the `fit` time each train stage records "
+                  "(`wall_time_seconds` in `reports/runs/`). The overhead is everything else: DVC's own work, starting "
+                  "Python and importing TensorFlow in each stage process, and the download, preprocess, evaluate and "
+                  "compare stages.", "",
                   markdown_table(list(overhead_rows(pipeline))), "",
                   "## Peak memory of every stage", "",
                   "Each stage but training run once more on its own (`dvc repro --force --single-item`), measured "
@@ -437,6 +675,41 @@ def markdown(results):
                   f"speed table. A process that only imports TensorFlow and Keras peaks at "
                   f"{results['tensorflow_import_rss_mib']:.0f} MiB.", "",
                   markdown_table(list(memory_rows(pipeline, results["sizes"])))]
+    scale = results.get("scale")
+    if scale:
+        sizes = ", ".join(f"{size}: {entry['images']:,} images" for size, entry in scale.items())
+        lines += ["", f"## Scale: {' and '.join(scale)} the images", "",
+                  f"{stamp(results, 'scale')} `python -m benchmarks.scale_dataset` made {SCALE_DATASET} datasets of "
+                  f"{sizes} from the real SMILEsmileD images (every image N times, each copy shifted, relit, "
+                  "noised and mirrored half the time). Each stage ran as its own process in a scratch project "
+                  f"(`{SCALE_MODEL}`, one epoch, one phase), measured by its wall time and peak resident memory "
+                  "(`wait4`). Train's time per image is its `fit` time (in brackets) beside the whole process; "
+                  "evaluate's is per test image and includes its fixed costs (loading TensorFlow and the model, "
+                  "Grad-CAM pictures).", "",
+                  markdown_table(list(scale_rows(scale))), "",
+                  markdown_table(list(scale_ratio_rows(scale)))]
+    queue = results.get("queue")
+    if queue:
+        lines += ["", "## Experiments in parallel", "",
+                  f"{stamp(results, 'queue')} Two one-model experiments (`{queue['model']}` at two learning rates, "
+                  f"{queue['epochs']} epochs each: train, evaluate and compare re-run), queued with `dvc exp run "
+                  "--queue -S ...` and run by `dvc queue start --jobs N`; wall time from the start of the queue to "
+                  "the end of the last experiment. Each pair has its own learning rates, so DVC's run cache cannot "
+                  "answer one from the other.", "",
+                  markdown_table([{"run": f"one after the other (--jobs {queue['sequential']['jobs']})",
+                                   "wall s": f"{queue['sequential']['seconds']:.1f}"},
+                                  {"run": f"in parallel (--jobs {queue['parallel']['jobs']})",
+                                   "wall s": f"{queue['parallel']['seconds']:.1f}"}]), "",
+                  f"Parallel is {queue['speedup']:.2f}x as fast as one after the other."]
+    noop = results.get("noop")
+    if noop:
+        lines += ["", "## dvc repro with nothing to do", "",
+                  f"{stamp(results, 'noop')} `dvc repro` in this project with every stage up to date, "
+                  f"{len(noop['seconds'])} times: median {noop['median_seconds']:.2f} s "
+                  f"({', '.join(f'{value:.2f}' for value in noop['seconds'])}); DVC's own start (`dvc --version`) "
+                  f"takes {noop['dvc_start_median_seconds']:.2f} s of that. Where the rest goes: docs/benchmarks.md."]
+    if results.get("gpu"):
+        lines += gpu_section(results["gpu"])
     lines += ["", "Raw figures: `benchmarks.json` beside this file.", ""]
     return "\n".join(lines)
 
@@ -457,16 +730,25 @@ def stage_sizes(pipeline_dir, params):
     return sizes
 
 
+PARTS = ("speed", "variants", "pipeline", "scale", "queue", "noop")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parts", default=",".join(PARTS),
+                        help=f"comma-separated parts to measure, of {', '.join(PARTS)} (default: all); the figures "
+                        "of parts not measured are kept from the report's JSON")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per training-speed run (default 3)")
     parser.add_argument("--models", help="comma-separated models to time (default: all in params.yaml)")
     parser.add_argument("--variant-models", help="comma-separated models to time with XLA and with mixed precision "
-                        "(default: the same as --models; an empty string skips them)")
+                        "(default: the same as --models)")
     parser.add_argument("--variant-epochs", type=int, default=2, help="epochs per XLA / mixed-precision run (default 2)")
-    parser.add_argument("--skip-pipeline", action="store_true", help="skip the dvc repro runs and the stage memory")
     parser.add_argument("--changed-model", help="the model whose learning rate the pipeline part halves "
                         "(in its copy only) to time a one-model re-run (default: the first in params.yaml)")
+    parser.add_argument("--scale-factors", default="1,10", help="dataset sizes of the scale part (default 1,10)")
+    parser.add_argument("--queue-epochs", type=int, default=3, help="epochs of each queued experiment (default 3)")
+    parser.add_argument("--gpu-results", default="reports/benchmarks_gpu.json",
+                        help="figures of benchmarks.backend_speed on a GPU machine, shown when the file exists")
     parser.add_argument("--output", default="reports/benchmarks", help="report path without suffix")
     parser.add_argument("--baseline", help=argparse.SUPPRESS)  # internal: the plain-Keras run of one model
     args = parser.parse_args(argv)
@@ -474,46 +756,74 @@ def main(argv=None):
     if args.baseline:
         keras_baseline(args.baseline)
         return
+    parts = args.parts.split(",")
+    if set(parts) - set(PARTS):
+        parser.error(f"unknown parts {sorted(set(parts) - set(PARTS))}; known: {', '.join(PARTS)}")
     params = load_params()
     models = args.models.split(",") if args.models else list(params["models"])
-    for model in models:
-        model_spec(params, model)  # unknown names fail here, before anything runs
-    if not all((Path(PROCESSED_DIR) / model_spec(params, m).dataset.name / "train").is_dir() for m in models):
-        sys.exit("benchmark: error: data/processed is incomplete: run `dvc repro` first")
     variant_models = models if args.variant_models is None else [m for m in args.variant_models.split(",") if m]
-    for model in variant_models:
-        model_spec(params, model)
-    variants = {"xla": {"jit_compile": True}, "mixed_precision": {"mixed_precision": True}}
+    for model in {*models, *variant_models}:
+        model_spec(params, model)  # unknown names fail here, before anything runs
+    if {"speed", "variants"} & set(parts) and not all(
+            (Path(PROCESSED_DIR) / model_spec(params, m).dataset.name / "train").is_dir() for m in models):
+        sys.exit("benchmark: error: data/processed is incomplete: run `dvc repro` first")
+    output = Path(args.output)
+    results = earlier_results(output.with_suffix(".json"))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
                             text=True).stdout.strip() or "unknown"
-    results = {"date": time.strftime("%Y-%m-%d"), "commit": commit, "epochs": args.epochs,
-               "variant_epochs": args.variant_epochs,
-               "machine": machine_description()}
-    results["peak"] = machine_peak(results["machine"])
+    results["machine"] = machine_description()
+    gpu_path = Path(args.gpu_results)
+    results["gpu"] = json.loads(gpu_path.read_text()) if gpu_path.is_file() else None
+
+    def measured(part, figures):
+        results[part] = figures
+        results["parts"][part] = {"commit": commit, "date": time.strftime("%Y-%m-%d")}
+        write_report(output, results)  # each part is kept as soon as it is measured
+
     with tempfile.TemporaryDirectory(prefix="benchmark-") as workdir:
         workdir = Path(workdir)
-        results["speed"] = training_speed(params, models, args.epochs, variants, variant_models, args.variant_epochs,
-                                          workdir)
-        for model, entry in results["speed"].items():
-            if "forward_flops_per_image" in entry:
-                report_path = workdir / model / TRAIN_REPORTS_DIR / f"{model}.json"
-                validation_images = json.loads(report_path.read_text())["validation_images"]
-                entry["achieved_flops"] = achieved_flops(entry, validation_images)
-        results["tensorflow_import_rss_mib"] = tensorflow_import_rss()
-        output = Path(args.output)
-        write_report(output, results)  # the speed part stays, should the pipeline part fail
-        if not args.skip_pipeline:
-            results["pipeline"] = pipeline_overhead(REPO_ROOT, workdir, args.changed_model or models[0])
+        if "speed" in parts or "variants" in parts:
+            variants = {"xla": {"jit_compile": True}, "mixed_precision": {"mixed_precision": True}} \
+                if "variants" in parts else {}
+            results["peak"] = machine_peak(results["machine"])
+            results["epochs"], results["variant_epochs"] = args.epochs, args.variant_epochs
+            speed = training_speed(params, models, args.epochs, variants, variant_models, args.variant_epochs,
+                                   workdir / "speed")
+            for model, entry in speed.items():
+                if "forward_flops_per_image" in entry:
+                    report_path = workdir / "speed" / model / TRAIN_REPORTS_DIR / f"{model}.json"
+                    entry["achieved_flops"] = achieved_flops(entry, json.loads(report_path.read_text())["validation_images"])
+            results["tensorflow_import_rss_mib"] = tensorflow_import_rss()
+            if "variants" in parts:
+                results["parts"]["variants"] = {"commit": commit, "date": time.strftime("%Y-%m-%d")}
+            measured("speed", speed)
+        if "pipeline" in parts:
+            pipeline = pipeline_overhead(REPO_ROOT, workdir, args.changed_model or models[0])
             results["sizes"] = stage_sizes(workdir / "pipeline", params)
-            write_report(output, results)
+            measured("pipeline", pipeline)
+        if "scale" in parts:
+            measured("scale", scale_benchmark(params, [int(f) for f in args.scale_factors.split(",")], workdir))
+        if "queue" in parts:
+            measured("queue", queue_timing(params, SCALE_MODEL, args.queue_epochs))
+        if "noop" in parts:
+            measured("noop", noop_repro())
+    write_report(output, results)
+
+
+def earlier_results(path):
+    """The figures of an earlier run to keep for the parts not measured now (none from before per-part dates)."""
+    if path.is_file():
+        earlier = json.loads(path.read_text())
+        if "parts" in earlier:
+            return earlier
+    return {"parts": {}}
 
 
 def write_report(output, results):
     write_json(output.with_suffix(".json"), results)
     with staged_path(output.with_suffix(".md")) as temporary:
         temporary.write_text(markdown(results), encoding="utf-8")
-    log.info("wrote %s.md and %s.json (%s)", output, output,
-             "with the pipeline part" if "pipeline" in results else "training speed")
+    log.info("wrote %s.md and %s.json (%s)", output, output, ", ".join(results["parts"]) or "no parts yet")
 
 
 if __name__ == "__main__":

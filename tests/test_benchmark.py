@@ -21,7 +21,7 @@ def run_module(module, *args, cwd, env=None):
 @pytest.mark.slow
 def test_speed_part_compares_our_stage_with_plain_keras(tiny_project):
     run_module("benchmarks.benchmark", "--models", "digits_cnn", "--epochs", "2", "--variant-models", "digits_cnn",
-               "--variant-epochs", "2", "--skip-pipeline", "--output", "out/bench", cwd=tiny_project)
+               "--variant-epochs", "2", "--parts", "speed,variants", "--output", "out/bench", cwd=tiny_project)
 
     results = json.loads((tiny_project / "out/bench.json").read_text())
     entry = results["speed"]["digits_cnn"]
@@ -39,13 +39,61 @@ def test_speed_part_compares_our_stage_with_plain_keras(tiny_project):
     assert cells[:3] == ["digits_cnn", "8", f"{entry['ours']['images_per_second']:.0f}"]
     assert f"{entry['ours']['training_peak_rss_mib']:.0f} / {entry['ours']['peak_rss_mib']:.0f}" in cells
     assert "## XLA and mixed precision" in report
+    assert set(results["parts"]) == {"speed", "variants"} and "Measured at commit" in report
     assert not (tiny_project / "models").exists(), "the runs happen in scratch folders, not in the project"
 
 
 @pytest.mark.slow
 def test_unknown_model_fails_before_anything_runs(tiny_project):
-    result = run_python("-m", "benchmarks.benchmark", "--models", "gpt", "--skip-pipeline", cwd=tiny_project)
+    result = run_python("-m", "benchmarks.benchmark", "--models", "gpt", "--parts", "speed", cwd=tiny_project)
     assert result.returncode == 1 and "unknown model 'gpt'" in result.stderr
+
+
+def scale_entry(images, test_images, train_images_per_second, train_peak, evaluate_seconds, evaluate_peak):
+    stage = {"seconds": 10.0, "peak_rss_mib": 500.0}
+    return {"images": images, "test_images": test_images, "download": stage, "preprocess": stage,
+            "train": {**stage, "images": images - test_images, "images_per_second": train_images_per_second,
+                      "peak_rss_mib": train_peak},
+            "evaluate": {"seconds": evaluate_seconds, "peak_rss_mib": evaluate_peak}}
+
+
+def test_scale_ratios_judge_memory_and_time_per_image_against_the_targets():
+    small = scale_entry(1000, 200, 500.0, 800.0, 20.0, 700.0)
+    within = {"1x": small, "10x": scale_entry(10000, 2000, 450.0, 1000.0, 200.0, 900.0)}
+    rows = {row["stage"]: row for row in benchmark.scale_ratio_rows(within)}
+    assert rows["train"]["peak memory 10x / 1x"] == "1.25" and rows["train"]["time per image 10x / 1x"] == "1.11"
+    assert rows["train"]["target (memory < 1.3, time within 20 %)"] == "met"
+    assert rows["evaluate"]["time per image 10x / 1x"] == "1.00"
+    assert rows["preprocess"]["target (memory < 1.3, time within 20 %)"] == ""  # no target for it
+    grown = {"1x": small, "10x": scale_entry(10000, 2000, 500.0, 1100.0, 300.0, 700.0)}
+    rows = {row["stage"]: row for row in benchmark.scale_ratio_rows(grown)}
+    assert rows["train"]["target (memory < 1.3, time within 20 %)"] == "missed"  # memory 1.375x
+    assert rows["evaluate"]["target (memory < 1.3, time within 20 %)"] == "missed"  # time 1.5x
+
+
+def test_gpu_section_shows_each_variant_and_resnet50_flops_against_the_peak():
+    run = {"date": "2026-01-01", "images": 64, "epochs": 2, "matmul_size": 8192,
+           "machine": {"device": "Some GPU", "keras": "3", "backend": "jax", "backend_version": "1", "python": "3"},
+           "peak": {"float32": 50e12, "bfloat16": 800e12},
+           "models": {"tiny_resnet50": {
+               "as_configured": {"images_per_second": 100.0, "jit_compile": False, "batch_size": 32},
+               "float32_xla": {"images_per_second": 2000.0, "jit_compile": True, "batch_size": 32,
+                               "forward_flops_per_image": 0.5e9},
+               "mixed_bfloat16_xla": {"error": "ValueError: no", "batch_size": 32}}}}
+    text = "\n".join(benchmark.gpu_section({"runs": [run]}))
+    row = next(line for line in text.splitlines() if line.startswith("| tiny_resnet50"))
+    assert [cell.strip() for cell in row.split("|")[1:-1]] == ["tiny_resnet50", "32", "100 (no XLA)", "2,000",
+                                                               "ValueError: no"]
+    assert "3.00 TFLOP/s in float32, 6.0 % of the measured float32 peak" in text  # 3 x 0.5 GFLOPs x 2000/s
+
+
+def test_a_run_of_some_parts_keeps_the_figures_of_the_others(tmp_path):
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps({"parts": {"noop": {"commit": "abc", "date": "2026-01-01"}},
+                                "noop": {"median_seconds": 1.5}}))
+    assert benchmark.earlier_results(path)["noop"] == {"median_seconds": 1.5}
+    path.write_text(json.dumps({"speed": {}}))  # written before parts had dates: nothing kept
+    assert benchmark.earlier_results(path) == {"parts": {}}
 
 
 def test_forward_flops_grow_with_the_image_area(tiny_project):
@@ -108,3 +156,31 @@ def test_scale_dataset_refuses_a_missing_source(tmp_path):
     with pytest.raises(SystemExit, match="is not a folder of class folders"):
         scale_dataset(tmp_path / "nowhere", tmp_path / "out", factor=2)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_backend_speed_measures_each_variant_on_the_installed_backend(tiny_project):
+    """The GPU figures' command, here on TensorFlow's CPU backend at a tiny size."""
+    run_module("benchmarks.backend_speed", "--output", "out/gpu.json", "--models", "digits_cnn", "--images", "32",
+               "--epochs", "1", "--matmul-size", "64", "--variants", "as_configured,float32_xla,mixed_bfloat16_xla",
+               cwd=tiny_project)
+    results = json.loads((tiny_project / "out/gpu.json").read_text())
+    assert results["machine"]["backend"] == "tensorflow" and results["peak"]["float32"] > 0
+    variants = results["models"]["digits_cnn"]
+    assert set(variants) == {"as_configured", "float32_xla", "mixed_bfloat16_xla"}
+    for figures in variants.values():
+        assert figures["images_per_second"] > 0 and len(figures["epoch_seconds"]) == 2
+    assert variants["float32_xla"]["jit_compile"] is True
+
+
+def test_peak_memory_is_the_childs_own_not_the_benchmarks(tmp_path):
+    """Linux carries a parent's peak into its children's rusage; the benchmark must not report that."""
+    ballast = bytearray(300 * 2**20)  # this process now peaks above 300 MiB
+    ballast[::4096] = b"x" * len(ballast[::4096])
+    env = benchmark.python_env()
+    _, small, _ = benchmark.run_measured([sys.executable, "-c", "pass"], tmp_path, env)
+    grow = "b = bytearray(200 * 2**20); b[::4096] = b'x' * len(b[::4096])"
+    _, large, _ = benchmark.run_measured([sys.executable, "-c", grow], tmp_path, env)
+    assert small < 100, "a bare interpreter"
+    assert 200 < large < 300
+    del ballast

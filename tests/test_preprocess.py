@@ -10,6 +10,7 @@ from PIL import Image
 from stages import preprocess
 from stages.config import DATA_REPORTS_DIR, PROCESSED_DIR, dataset_spec, load_params
 from stages.data import read_split
+from stages.images import load_pixels, to_unit_range
 
 THREE_CLASSES = {"red": "red", "green": "green", "blue": "blue"}
 
@@ -180,3 +181,16 @@ def test_spec_image_size_is_applied(project):
     preprocess.preprocess_dataset(spec)
 
     assert read_split(project / "data/processed/tiny", "train")[0].shape[1:] == (64, 64, 3)
+
+
+def test_images_written_in_chunks_are_the_images_written_at_once(three_classes, monkeypatch):
+    """Preprocess holds one chunk of decoded images at a time; how many must not change a byte."""
+    run_preprocess("tiny")
+    whole = {split: (PROCESSED_DIR / "tiny" / split / "images.npy").read_bytes() for split in ("train", "test")}
+    monkeypatch.setattr(preprocess, "CHUNK_IMAGES", 7)  # 30 training images: chunks of 7, 7, 7, 7 and 2
+    decoded = []
+    monkeypatch.setattr(preprocess, "load_pixels", lambda path, size: decoded.append(path) or load_pixels(path, size))
+    train, test, _ = run_preprocess("tiny")
+    assert {split: (PROCESSED_DIR / "tiny" / split / "images.npy").read_bytes() for split in whole} == whole
+    assert len(decoded) == 2 * 40, "each image decoded once to check it and once to write it"
+    np.testing.assert_array_equal(train["images"], to_unit_range(train["stored"].pixels(np.arange(30))))
