@@ -190,7 +190,7 @@ def test_images_written_in_chunks_are_the_images_written_at_once(three_classes, 
     monkeypatch.setattr(preprocess, "CHUNK_IMAGES", 7)  # 30 training images: chunks of 7, 7, 7, 7 and 2
     decoded = []
     monkeypatch.setattr(preprocess, "load_pixels", lambda path, size: decoded.append(path) or load_pixels(path, size))
-    train, test, _ = run_preprocess("tiny")
+    train, _, _ = run_preprocess("tiny")
     assert {split: (PROCESSED_DIR / "tiny" / split / "images.npy").read_bytes() for split in whole} == whole
     assert len(decoded) == 2 * 40, "each image decoded once to check it and once to write it"
     np.testing.assert_array_equal(train["images"], to_unit_range(train["stored"].pixels(np.arange(30))))
