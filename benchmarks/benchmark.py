@@ -239,7 +239,7 @@ def baseline_speed(directory, model):
 def flops_in_subprocess(model, scratch):
     code = ("import json, sys; from benchmarks import benchmark; from stages.config import load_params, model_spec; "
             "from stages.data import load_split; spec = model_spec(load_params(), sys.argv[1]); "
-            "shape = load_split(spec.dataset, 'test', mmap_mode='r')[0].shape[1:]; "
+            "shape = load_split(spec.dataset, 'test')[0].shape[1:]; "
             "print(json.dumps(benchmark.forward_flops_per_image(spec, shape)))")
     _, _, output = run_measured([sys.executable, "-c", code, model], scratch, python_env())
     return int(output.strip().splitlines()[-1])
