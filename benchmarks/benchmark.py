@@ -478,7 +478,7 @@ def directory_mib(path):
 
 def markdown_table(rows):
     """A list of {column: value} rows as a Markdown table (numbers as given, already rounded)."""
-    return pd.DataFrame(rows).to_markdown(index=False, disable_numparse=True)
+    return pd.DataFrame(rows).fillna("").to_markdown(index=False, disable_numparse=True)
 
 
 def speed_rows(speed):
