@@ -771,7 +771,7 @@ def main(argv=None):
     results = earlier_results(output.with_suffix(".json"))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
                             text=True).stdout.strip() or "unknown"
-    results["machine"] = machine_description()
+    results["machine"] = in_subprocess("benchmark.machine_description()")
     gpu_path = Path(args.gpu_results)
     results["gpu"] = json.loads(gpu_path.read_text()) if gpu_path.is_file() else None
 
@@ -785,7 +785,7 @@ def main(argv=None):
         if "speed" in parts or "variants" in parts:
             variants = {"xla": {"jit_compile": True}, "mixed_precision": {"mixed_precision": True}} \
                 if "variants" in parts else {}
-            results["peak"] = machine_peak(results["machine"])
+            results["peak"] = in_subprocess("benchmark.machine_peak(benchmark.machine_description())")
             results["epochs"], results["variant_epochs"] = args.epochs, args.variant_epochs
             speed = training_speed(params, models, args.epochs, variants, variant_models, args.variant_epochs,
                                    workdir / "speed")
@@ -808,6 +808,17 @@ def main(argv=None):
         if "noop" in parts:
             measured("noop", noop_repro())
     write_report(output, results)
+
+
+def in_subprocess(expression):
+    """The JSON value of a benchmark expression, computed in its own process.
+
+    This process must not import TensorFlow: Linux counts the peak memory of the process that
+    starts a stage in the stage's own rusage, and the stages report that as their peak.
+    """
+    code = f"import json; from benchmarks import benchmark; print(json.dumps({expression}))"
+    _, _, output = run_measured([sys.executable, "-c", code], REPO_ROOT, python_env())
+    return json.loads(output.strip().splitlines()[-1])
 
 
 def earlier_results(path):
