@@ -11,7 +11,7 @@ measured this time, each with the commit and date it was measured at, and shows 
 benchmarks.backend_speed (reports/benchmarks_gpu.json) when there are any.
 
     python -m benchmarks.benchmark [--parts speed,variants,pipeline,scale,queue,noop] [--epochs 3]
-        [--models a,b] [--variant-models a,b] [--scale-factors 1,10] [--output reports/benchmarks]
+        [--repeats 2] [--models a,b] [--variant-models a,b] [--scale-factors 1,10] [--output reports/benchmarks]
 
 Run it on an idle machine, from the repository root, after `dvc repro` (speed and variants read
 data/processed; queue and noop need the pipeline up to date and committed). The pipeline part copies
@@ -198,14 +198,15 @@ def stage_speed(directory, model):
 
 
 def keras_baseline(model_name):
-    """Plain Keras on the same data, model, batch size and epochs: arrays in memory, `model.fit`, nothing else.
+    """Plain Keras on the same data, model, batch size, class weights and epochs: arrays in memory,
+    `model.fit`, nothing else.
 
     Runs in the scratch folder as its own process (python -m benchmarks.benchmark --baseline <model>).
     """
     import keras
 
     from stages.data import load_split
-    from stages.train import build_model, compile_model, configure_runtime, validation_split
+    from stages.train import balanced_class_weight, build_model, compile_model, configure_runtime, validation_split
 
     spec = model_spec(load_params(), model_name)
     train = spec.train
@@ -214,13 +215,14 @@ def keras_baseline(model_name):
     train_indices, validation_indices = validation_split(labels, train["validation_fraction"], spec.seed)
     x, y = images[train_indices], labels[train_indices]
     validation = (images[validation_indices], labels[validation_indices])
+    class_weight = balanced_class_weight(y) if train["class_weight"] == "balanced" else None
     model = build_model(spec, images.shape[1:])
     compile_model(model, train["optimizer"], train["learning_rate"], spec.dataset.num_classes, runtime["jit_compile"])
     epoch_ends = []
     timer = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: epoch_ends.append(time.perf_counter()))
     started = time.perf_counter()
     model.fit(x, y, validation_data=validation, batch_size=train["batch_size"], epochs=train["epochs"],
-              callbacks=[timer], verbose=2)
+              class_weight=class_weight, callbacks=[timer], verbose=2)
     fit_seconds = time.perf_counter() - started
     epoch_seconds = list(np.diff([started, *epoch_ends]))
     write_json(Path("baseline.json"), {
@@ -245,34 +247,64 @@ def flops_in_subprocess(model, scratch):
     return int(output.strip().splitlines()[-1])
 
 
-def training_speed(params, models, epochs, variants, variant_models, variant_epochs, workdir):
-    """Per model: our stage, the Keras baseline, and the XLA / mixed-precision variants of our stage."""
+def run_order(repeats):
+    """Which side runs first in each repeat: ours, then Keras, then the other way round, and so on, so
+    that a machine slowing down or speeding up during the benchmark weighs on both sides alike."""
+    return [("ours", "keras") if repeat % 2 == 0 else ("keras", "ours") for repeat in range(repeats)]
+
+
+def summarize_runs(runs):
+    """One side's repeated runs as one entry: the median speeds, the highest peaks, and every run."""
+    summary = {**runs[0], "runs": runs}
+    for key in ("images_per_second", "steady_images_per_second", "fit_seconds", "process_seconds"):
+        summary[key] = round(float(np.median([run[key] for run in runs])), 1)
+    for key in ("peak_rss_mib", "training_peak_rss_mib"):
+        if key in runs[0]:
+            summary[key] = max(run[key] for run in runs)
+    return summary
+
+
+def compare_sides(ours_runs, keras_runs):
+    """Ratios ours / Keras of the median speeds, and the range of the ratios of each repeat's pair."""
+    ours, keras = summarize_runs(ours_runs), summarize_runs(keras_runs)
+    pairs = [mine["images_per_second"] / theirs["images_per_second"] for mine, theirs in zip(ours_runs, keras_runs)]
+    return {"ours": ours, "keras": keras,
+            "ratio": round(ours["images_per_second"] / keras["images_per_second"], 3),
+            "steady_ratio": round(ours["steady_images_per_second"] / keras["steady_images_per_second"], 3),
+            "ratio_range": [round(min(pairs), 3), round(max(pairs), 3)]}
+
+
+def training_speed(params, models, epochs, repeats, variants, variant_models, variant_epochs, workdir):
+    """Per model: our stage and the Keras baseline, `repeats` times each, alternating; and the XLA /
+    mixed-precision variants of our stage."""
     results = {}
     for model in models:
-        log.info("speed: %s (%d epochs)", model, epochs)
-        base = scratch_project(workdir / model, params, model, epochs)
-        entry = {"batch_size": model_spec(params, model).train["batch_size"], "ours": stage_speed(base, model),
-                 "keras": baseline_speed(base, model), "variants": {}}
-        entry["ratio"] = round(entry["ours"]["images_per_second"] / entry["keras"]["images_per_second"], 3)
-        entry["steady_ratio"] = round(entry["ours"]["steady_images_per_second"]
-                                      / entry["keras"]["steady_images_per_second"], 3)
+        runs = {"ours": [], "keras": []}
+        for repeat, order in enumerate(run_order(repeats)):
+            log.info("speed: %s (%d epochs), repeat %d of %d", model, epochs, repeat + 1, repeats)
+            base = scratch_project(workdir / model / f"repeat-{repeat + 1}", params, model, epochs)
+            for side in order:
+                runs[side].append(stage_speed(base, model) if side == "ours" else baseline_speed(base, model))
+        entry = {"batch_size": model_spec(params, model).train["batch_size"], "repeats": repeats,
+                 **compare_sides(runs["ours"], runs["keras"]), "variants": {}}
         for variant, overrides in variants.items() if model in variant_models else ():
             folder = scratch_project(workdir / f"{model}-{variant}", params, model, variant_epochs, **overrides)
             entry["variants"][variant] = stage_speed(folder, model)
         spec = model_spec(params, model)
         if spec.builder == "resnet50" or spec.network.get("backbone") == "ResNet50":
             entry["forward_flops_per_image"] = flops_in_subprocess(model, base)
+            report_path = base / TRAIN_REPORTS_DIR / f"{model}.json"
+            entry["achieved_flops"] = achieved_flops(entry, json.loads(report_path.read_text())["validation_images"])
         results[model] = entry
     return results
 
 
 def achieved_flops(entry, validation_images):
     """Training FLOP/s: 3 forward passes' worth per training image (forward, and backward at about twice
-    the forward), one per validation image, over the steady epochs."""
-    forward = entry["forward_flops_per_image"]
+    the forward), one per validation image, at our stage's median steady speed."""
     ours = entry["ours"]
-    per_epoch = (3 * ours["train_images"] + validation_images) * forward
-    return per_epoch / float(np.median(ours["epoch_seconds"][1:] or ours["epoch_seconds"]))
+    epochs_per_second = ours["steady_images_per_second"] / ours["train_images"]
+    return (3 * ours["train_images"] + validation_images) * entry["forward_flops_per_image"] * epochs_per_second
 
 
 # ---------------------------------------------------------------- the pipeline
@@ -487,6 +519,7 @@ def speed_rows(speed):
         yield {"model": model, "batch": entry["batch_size"],
                "ours img/s (whole run)": round(ours["images_per_second"]),
                "Keras img/s (whole run)": round(plain["images_per_second"]), "ratio": f"{entry['ratio']:.2f}",
+               "ratio per repeat": "-".join(f"{ratio:.2f}" for ratio in entry.get("ratio_range", [entry["ratio"]])),
                "ours img/s (steady)": round(ours["steady_images_per_second"]),
                "Keras img/s (steady)": round(plain["steady_images_per_second"]),
                "steady ratio": f"{entry['steady_ratio']:.2f}",
@@ -636,9 +669,13 @@ def markdown(results):
             "stopping) on its real processed training split, in fresh processes: by our train stage (batches read "
             "from the split on disk by tf.data, per-epoch checkpoint for resuming, dvclive curves) and by plain Keras "
             "(`model.fit` on the same images as NumPy arrays in memory, same builder, compile settings, batch size, "
-            "validation split and epochs). *Whole run* counts every epoch including the first (graph tracing); "
-            "*steady* uses the median of the later epochs. Ratio = ours / Keras: above 1 means our stage is faster. "
-            "Peak memory: resident memory at its highest, in the stage until its reports are written (*training*) "
+            "class weights, validation split and epochs), "
+            f"{results.get('repeats', 1)} time(s) each, alternating which goes first. *Whole run* counts every "
+            "epoch including the first (graph tracing); *steady* uses the median of the later epochs; each figure is "
+            "the median over the repeats. Ratio = ours / Keras: above 1 means our stage is faster; *ratio per "
+            "repeat* is the lowest and highest whole-run ratio of one repeat's pair, a measure of this machine's "
+            "noise. Peak memory: resident memory at its highest, the most of any repeat, in the stage until its "
+            "reports are written (*training*) "
             "and in the whole process (*whole stage*); plain Keras holds the split in memory and neither saves nor "
             "checkpoints.", "",
             markdown_table(list(speed_rows(speed)))]
@@ -739,6 +776,8 @@ def main(argv=None):
                         help=f"comma-separated parts to measure, of {', '.join(PARTS)} (default: all); the figures "
                         "of parts not measured are kept from the report's JSON")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per training-speed run (default 3)")
+    parser.add_argument("--repeats", type=int, default=2, help="runs of our stage and of plain Keras per model, "
+                        "alternating (default 2)")
     parser.add_argument("--models", help="comma-separated models to time (default: all in params.yaml)")
     parser.add_argument("--variant-models", help="comma-separated models to time with XLA and with mixed precision "
                         "(default: the same as --models)")
@@ -786,13 +825,10 @@ def main(argv=None):
             variants = {"xla": {"jit_compile": True}, "mixed_precision": {"mixed_precision": True}} \
                 if "variants" in parts else {}
             results["peak"] = in_subprocess("benchmark.machine_peak(benchmark.machine_description())")
-            results["epochs"], results["variant_epochs"] = args.epochs, args.variant_epochs
-            speed = training_speed(params, models, args.epochs, variants, variant_models, args.variant_epochs,
-                                   workdir / "speed")
-            for model, entry in speed.items():
-                if "forward_flops_per_image" in entry:
-                    report_path = workdir / "speed" / model / TRAIN_REPORTS_DIR / f"{model}.json"
-                    entry["achieved_flops"] = achieved_flops(entry, json.loads(report_path.read_text())["validation_images"])
+            results["epochs"], results["variant_epochs"], results["repeats"] = args.epochs, args.variant_epochs, \
+                args.repeats
+            speed = training_speed(params, models, args.epochs, args.repeats, variants, variant_models,
+                                   args.variant_epochs, workdir / "speed")
             results["tensorflow_import_rss_mib"] = tensorflow_import_rss()
             if "variants" in parts:
                 results["parts"]["variants"] = {"commit": commit, "date": time.strftime("%Y-%m-%d")}

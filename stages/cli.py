@@ -6,6 +6,7 @@ import errno
 import logging
 import resource
 import sys
+from pathlib import Path
 
 
 def parse_stage_arguments(doc, argv, **positionals):
@@ -19,7 +20,17 @@ def parse_stage_arguments(doc, argv, **positionals):
 
 
 def peak_memory_mib():
-    """This process's peak resident memory so far, in MiB."""
+    """This process's own peak resident memory so far, in MiB.
+
+    On Linux, VmHWM: the process's rusage would also count the peak of the process that started it,
+    which Linux carries across `exec` (a stage started by a process holding TensorFlow would report
+    that process's memory). Elsewhere, rusage.
+    """
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
     return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
 

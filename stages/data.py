@@ -104,14 +104,13 @@ def load_split(dataset, split):
     for path in (images_path, labels_path):
         if not path.is_file():
             raise DataError(f"{path} is missing: {mend}")
-    try:
-        images = StoredImages(images_path)
-    except (ValueError, OSError, EOFError) as error:
-        raise DataError(f"{images_path} is not a readable .npy array ({error}): {mend}") from error
-    try:
-        labels = np.load(labels_path)
-    except (ValueError, OSError, EOFError) as error:
-        raise DataError(f"{labels_path} is not a readable .npy array ({error}): {mend}") from error
+    arrays = []
+    for path, read in ((images_path, StoredImages), (labels_path, np.load)):
+        try:
+            arrays.append(read(path))
+        except (ValueError, OSError, EOFError) as error:
+            raise DataError(f"{path} is not a readable .npy array ({error}): {mend}") from error
+    images, labels = arrays
     size, width = dataset.image_size, label_width(dataset.num_classes)
     if images.dtype != IMAGE_DTYPE or images.shape[1:] != (size, size, 3):
         raise DataError(f"{images_path}: expected uint8 images of {size}x{size}x3, found {images.dtype} "

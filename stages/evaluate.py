@@ -15,6 +15,7 @@ scored the same way (`external.<name>` in the metrics; gradcam_external.png).
 
 import logging
 import time
+from typing import NamedTuple
 
 import numpy as np
 
@@ -25,7 +26,7 @@ from stages.data import DataError, class_indices, load_split
 from stages.files import write_json
 from stages.inputs import ordered_batches
 from stages.metrics import classification_metrics, curve_points
-from stages.models import ModelFileError, load_trained_model
+from stages.models import ModelFileError, class_probabilities, load_trained_model
 from stages.plots import image_grid
 
 log = logging.getLogger("evaluate")
@@ -36,11 +37,6 @@ MAX_MISCLASSIFIED_SHOWN = 24
 
 class EvaluateError(RuntimeError):
     """A model that does not fit its data."""
-
-
-def class_probabilities(outputs):
-    """A model's outputs as probabilities (m, C) for every class: a sigmoid column becomes two."""
-    return np.concatenate([1.0 - outputs, outputs], axis=1) if outputs.shape[1] == 1 else outputs
 
 
 def predict_classes(model, images, batch_size):
@@ -81,37 +77,47 @@ def evaluate_model(spec):
                             f"{spec.dataset.processed_dir} has labels {labels.shape[1]} wide: retrain the model")
     batch_size = spec.train["batch_size"]
     loss = model.evaluate(ordered_batches(images, labels, batch_size), verbose=0, return_dict=True)["loss"]
-    metrics, actual, predicted, probabilities = score(spec, model, images, labels)
+    test = score(spec, model, images, labels)
     names = spec.dataset.class_names
     report = {
-        "loss": float(loss), **metrics,
+        "loss": float(loss), **test.metrics,
         "inference": measure_speed(model, images, batch_size),
         "size": {"parameter_count": int(model.count_params()), "file_bytes": spec.model_path.stat().st_size},
     }
     scored = {name: score(spec, model, *arrays) for name, arrays in external.items()}
     if scored:
-        report["external"] = {name: result[0] for name, result in scored.items()}
+        report["external"] = {name: result.metrics for name, result in scored.items()}
     write_json(spec.metrics_path, report)
     write_json(spec.eval_dir / "predictions.json",
-               [{"actual": names[a], "predicted": names[p]} for a, p in zip(actual, predicted)])
-    roc, precision_recall = curve_points(actual, probabilities)
+               [{"actual": names[a], "predicted": names[p]} for a, p in zip(test.actual, test.predicted)])
+    roc, precision_recall = curve_points(test.actual, test.probabilities)
     write_json(spec.eval_dir / "roc.json", roc)
     write_json(spec.eval_dir / "precision_recall.json", precision_recall)
-    plot_misclassified(spec, images, actual, predicted, probabilities)
+    plot_misclassified(spec, images, test.actual, test.predicted, test.probabilities)
     started = time.perf_counter()
-    explain(spec, model, images, actual, predicted)
-    explain_external(spec, model, {name: (external[name][0], *scored[name][1:3]) for name in external})
+    explain(spec, model, images, test.actual, test.predicted)
+    explain_external(spec, model, {name: (external[name][0], scored[name].actual, scored[name].predicted)
+                                    for name in external})
     log.info("%s: Grad-CAM pictures in %.1f s", spec.name, time.perf_counter() - started)
     return report
 
 
+class Scored(NamedTuple):
+    """A model's metrics on a set of test images, and the per-image results they come from."""
+
+    metrics: dict
+    actual: np.ndarray         # true class per image
+    predicted: np.ndarray      # predicted class per image
+    probabilities: np.ndarray  # (m, C)
+
+
 def score(spec, model, images, labels):
-    """(metrics, true classes, predicted classes, class probabilities) of the model on a set of test images."""
+    """The model's Scored results on a set of test images."""
     probabilities, predicted = predict_classes(model, images, spec.train["batch_size"])
     actual = class_indices(labels)
     metrics = classification_metrics(actual, predicted, spec.dataset.class_names, positive_scores=probabilities[:, 1],
                                      seed=spec.seed)
-    return {"test_images": int(len(labels)), **metrics}, actual, predicted, probabilities
+    return Scored({"test_images": int(len(labels)), **metrics}, actual, predicted, probabilities)
 
 
 def explanation_sample(actual, predicted, seed):

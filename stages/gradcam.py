@@ -9,6 +9,8 @@ images through unchanged.
 
 import numpy as np
 
+from stages.models import class_probabilities
+
 POOLING_LAYERS = ("MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D", "GlobalMaxPooling2D")
 
 
@@ -102,8 +104,7 @@ def heatmaps(model, images, layer_name=None):
     resized = tf.image.resize(cams[..., None], images.shape[1:3], method="bilinear")[..., 0]
     # The model's own probabilities: a sigmoid of the two-column logits' difference is their softmax.
     probabilities = (tf.nn.softmax(logits, axis=-1) if last.units > 1 else tf.nn.softmax(logits / 2.0, axis=-1)).numpy()
-    outputs = np.asarray(model(images, training=False), dtype=np.float32)
-    expected = outputs if outputs.shape[-1] > 1 else np.concatenate([1.0 - outputs, outputs], axis=-1)
+    expected = class_probabilities(np.asarray(model(images, training=False), dtype=np.float32))
     if not np.allclose(probabilities, expected, atol=1e-3):
         raise not_a_chain
     return np.clip(resized.numpy(), 0.0, 1.0), probabilities

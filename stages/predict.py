@@ -15,9 +15,8 @@ import numpy as np
 from stages import gradcam
 from stages.cli import exit_on
 from stages.config import ParamsError, load_params, model_spec
-from stages.evaluate import class_probabilities
 from stages.images import UNREADABLE_IMAGE_ERRORS, load_image
-from stages.models import ModelFileError, load_trained_model
+from stages.models import ModelFileError, class_probabilities, load_trained_model
 
 
 class PredictError(RuntimeError):

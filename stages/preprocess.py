@@ -27,7 +27,6 @@ log = logging.getLogger("preprocess")
 # Images decoded before they are written: a few MiB at 64x64, and few enough writes to be quick.
 CHUNK_IMAGES = 1024
 
-
 # What details.json says of the stored images.
 STORED_AS = "uint8 pixels 0-255 in images.npy; the stages scale them to float32 in [0, 1] as they read them"
 

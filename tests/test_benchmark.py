@@ -20,13 +20,16 @@ def run_module(module, *args, cwd, env=None):
 
 @pytest.mark.slow
 def test_speed_part_compares_our_stage_with_plain_keras(tiny_project):
-    run_module("benchmarks.benchmark", "--models", "digits_cnn", "--epochs", "2", "--variant-models", "digits_cnn",
-               "--variant-epochs", "2", "--parts", "speed,variants", "--output", "out/bench", cwd=tiny_project)
+    run_module("benchmarks.benchmark", "--models", "digits_cnn", "--epochs", "2", "--repeats", "1",
+               "--variant-models", "digits_cnn", "--variant-epochs", "2", "--parts", "speed,variants",
+               "--output", "out/bench", cwd=tiny_project)
 
     results = json.loads((tiny_project / "out/bench.json").read_text())
     entry = results["speed"]["digits_cnn"]
+    assert len(entry["ours"]["runs"]) == len(entry["keras"]["runs"]) == 1
     assert len(entry["ours"]["epoch_seconds"]) == len(entry["keras"]["epoch_seconds"]) == 2
     assert entry["ratio"] == round(entry["ours"]["images_per_second"] / entry["keras"]["images_per_second"], 3)
+    assert entry["ratio_range"][0] == entry["ratio_range"][1] == pytest.approx(entry["ratio"], abs=1e-3)
     assert set(entry["variants"]) == {"xla", "mixed_precision"}
     assert entry["variants"]["xla"]["jit_compile"] is True and entry["ours"]["jit_compile"] is False
     assert entry["variants"]["mixed_precision"]["mixed_precision"] is True
@@ -41,6 +44,27 @@ def test_speed_part_compares_our_stage_with_plain_keras(tiny_project):
     assert "## XLA and mixed precision" in report
     assert set(results["parts"]) == {"speed", "variants"} and "Measured at commit" in report
     assert not (tiny_project / "models").exists(), "the runs happen in scratch folders, not in the project"
+
+
+def test_repeats_alternate_which_side_runs_first():
+    assert benchmark.run_order(3) == [("ours", "keras"), ("keras", "ours"), ("ours", "keras")]
+
+
+def speed_run(images_per_second, steady, peak):
+    return {"images_per_second": images_per_second, "steady_images_per_second": steady, "fit_seconds": 10.0,
+            "process_seconds": 20.0, "peak_rss_mib": peak, "epoch_seconds": [2.0, 1.0]}
+
+
+def test_repeated_runs_compare_by_their_medians_and_keep_each_pairs_ratio():
+    ours = [speed_run(90, 100, 700), speed_run(110, 120, 750), speed_run(100, 300, 720)]
+    plain = [speed_run(100, 100, 900), speed_run(100, 100, 800), speed_run(125, 150, 850)]
+    compared = benchmark.compare_sides(ours, plain)
+    assert compared["ours"]["images_per_second"] == 100 and compared["keras"]["images_per_second"] == 100
+    assert compared["ours"]["steady_images_per_second"] == 120 and compared["keras"]["steady_images_per_second"] == 100
+    assert compared["ratio"] == 1.0 and compared["steady_ratio"] == 1.2
+    assert compared["ratio_range"] == [0.8, 1.1]  # 100/125 and 110/100
+    assert compared["ours"]["peak_rss_mib"] == 750 and compared["keras"]["peak_rss_mib"] == 900
+    assert len(compared["ours"]["runs"]) == 3
 
 
 @pytest.mark.slow

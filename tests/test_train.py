@@ -27,6 +27,17 @@ def test_train_writes_model_report_and_curves(tiny_project):
         assert len(lines) == 1 + 4, curve  # a header and one row per epoch
 
 
+def test_peak_memory_is_the_stages_own_not_its_parents(tmp_path):
+    """Linux carries a parent's peak into its children's rusage: a stage started by a big process
+    (a benchmark, a notebook) must still report its own."""
+    ballast = bytearray(300 * 2**20)  # this process now peaks above 300 MiB
+    ballast[::4096] = b"x" * len(ballast[::4096])
+    result = run_python("-c", "from stages.cli import peak_memory_mib; print(peak_memory_mib())", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert 0 < float(result.stdout) < 100, "a bare interpreter"
+    del ballast
+
+
 @pytest.mark.slow
 def test_saved_model_is_the_best_epoch(tiny_project):
     params = load_params()

@@ -6,6 +6,8 @@ architecture family it uses and editing the small CNN does not retrain ResNet50.
 
 import importlib
 
+import numpy as np
+
 # The name of the pretrained base inside a transfer model: the part fine-tuning unfreezes.
 BACKBONE_LAYER = "backbone"
 
@@ -41,6 +43,11 @@ def pretrained_weights(weights):
 def weights_origin(builder, network):
     """What a model starts from: pretrained weights for a transfer model that names them, else 'none'."""
     return pretrained_weights(network.get("weights", "imagenet")) if builder == "transfer" else "none"
+
+
+def class_probabilities(outputs):
+    """A model's outputs as probabilities (m, C) for every class: a sigmoid column becomes two."""
+    return np.concatenate([1.0 - outputs, outputs], axis=1) if outputs.shape[1] == 1 else outputs
 
 
 class ModelFileError(RuntimeError):
