@@ -111,7 +111,9 @@ class Checkpoint:
     def save(self, state, model, best_weights):
         """Snapshot the state, the model's training variables and the best weights; write them in the background."""
         self.wait()
-        values = [np.array(variable) for variable in training_variables(model)]
+        # variable.numpy() then a copy: np.array(variable) takes Keras's slow conversion path, 0.8 s
+        # against 0.06 s for ResNet50's 270 MiB of weights and optimizer state, every epoch.
+        values = [np.array(variable.numpy()) for variable in training_variables(model)]
         best = None if best_weights is None else list(best_weights)  # the stopper replaces, never mutates, it
         record = json.dumps(asdict(state))
         self.writer = threading.Thread(target=self._write, args=(record, values, best), daemon=True)
