@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from helpers import read_train_report, run_python, run_stage, save_params
 
-from stages import evaluate, train
+from stages import evaluate, resume, train
 from stages.config import load_params, model_spec
 from stages.files import staged_path
 from stages.resume import run_fingerprint
@@ -136,6 +136,24 @@ def test_fingerprint_covers_settings_and_file_contents(tmp_path):
     assert run_fingerprint({"learning_rate": 0.2}, [data]) != first
     data.write_bytes(b"two")
     assert run_fingerprint({"learning_rate": 0.1}, [data]) != first
+
+
+def test_checkpoint_holds_the_values_of_its_epoch_not_later_ones(tmp_path):
+    """The checkpoint is written in the background while training changes the variables: save()
+    must copy them, not hand the writer views that the next steps overwrite."""
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer="adam", loss="mse")
+    model.optimizer.build(model.trainable_variables)
+    saved = [np.array(variable.numpy()) for variable in resume.training_variables(model)]
+    checkpoint = resume.Checkpoint(tmp_path / "resume", "fingerprint")
+    checkpoint.save(resume.TrainingState("fingerprint"), model, None)
+    for variable in model.weights:
+        variable.assign(variable.numpy() + 1.0)
+    model.optimizer.iterations.assign(7)
+    checkpoint.wait()
+    written = resume.load_arrays(tmp_path / "resume" / resume.VARIABLES_FILE)
+    assert len(written) == len(saved)
+    assert all(np.array_equal(before, after) for before, after in zip(saved, written))
 
 
 @pytest.mark.slow
