@@ -90,6 +90,11 @@ class DatasetSpec:
         return RAW_DIR / self.name
 
     @property
+    def raw_record(self):
+        """download's record of the fetched files: what preprocess depends on in dvc.yaml."""
+        return RAW_DIR / f"{self.name}.json"
+
+    @property
     def processed_dir(self):
         return PROCESSED_DIR / self.name
 

@@ -1,5 +1,8 @@
 """download stage: fetch one dataset's source into data/raw/<dataset>/ and verify its fingerprint.
 
+Writes data/raw/<dataset>.json too, the record of what was fetched (fingerprint, external files'
+sha256, file counts), which preprocess depends on instead of the folder itself.
+
 Sources: an http(s) archive (zip or tar) or a local directory of class folders, or a pair of
 course HDF5 files (paths or URLs). With LOCAL_DATA_DIR set, remote sources are read from the
 `mirror` path under that directory instead, so the stage runs offline with identical results.
@@ -25,7 +28,7 @@ import requests
 
 from stages.cli import exit_on, parse_stage_arguments
 from stages.config import LOCAL_DATA_ENV, ParamsError, dataset_spec, load_params, local_dir
-from stages.files import file_sha256, staged_path, tree_fingerprint
+from stages.files import file_sha256, staged_path, tree_fingerprint, write_json
 
 log = logging.getLogger("download")
 
@@ -48,16 +51,23 @@ def is_remote(location):
 
 
 def download_dataset(spec, local_dir=None):
-    """Fetch spec's source into spec.raw_dir, verify it, and return the per-class file counts."""
+    """Fetch spec's source into spec.raw_dir, verify it, write its record, and return the per-class file counts.
+
+    The record (spec.raw_record: the fingerprint, the external files' sha256 and the counts) is
+    what preprocess depends on in dvc.yaml: it changes exactly when the files do, and DVC checks one
+    small file instead of walking the folder's thousands of files a second time on every `dvc repro`.
+    """
     with tempfile.TemporaryDirectory() as scratch, staged_path(spec.raw_dir, directory=True) as staging:
         if spec.source_kind == "h5":
             fetch_h5_pair(spec, staging, Path(scratch), local_dir)
         else:
             fetch_class_folders(spec, staging, Path(scratch), local_dir)
-        verify_fingerprint(spec, staging)
-        for name, external in spec.external.items():
-            fetch_external(spec, name, external, staging / "external", Path(scratch), local_dir)
-        return {entry.name: describe_entry(entry) for entry in sorted(staging.iterdir())}
+        fingerprint = verify_fingerprint(spec, staging)
+        external = {name: fetch_external(spec, name, block, staging / "external", Path(scratch), local_dir)
+                    for name, block in spec.external.items()}
+        counts = {entry.name: describe_entry(entry) for entry in sorted(staging.iterdir())}
+    write_json(spec.raw_record, {"fingerprint": fingerprint, "external_sha256": external, "contents": counts})
+    return counts
 
 
 def describe_entry(path):
@@ -236,7 +246,8 @@ def fetch_h5_pair(spec, staging, scratch, local_dir):
 
 
 def fetch_external(spec, name, external, folder, scratch, local_dir):
-    """One external test set: its HDF5 file, checked against the pinned sha256 and the course layout."""
+    """One external test set: its HDF5 file, checked against the pinned sha256 and the course layout.
+    Returns the file's sha256."""
     where, location = f"datasets.{spec.name}.external.{name}", external["file"]
     if is_remote(location) and local_dir is not None:
         if not external.get("mirror"):
@@ -257,6 +268,7 @@ def fetch_external(spec, name, external, folder, scratch, local_dir):
     check_course_h5(path, "test", external["classes"], None, where)
     folder.mkdir(exist_ok=True)
     shutil.copyfile(path, folder / f"{name}.h5")
+    return found
 
 
 def check_course_h5(path, split, classes, class_count_expected, where=None):
@@ -294,6 +306,7 @@ def check_course_h5(path, split, classes, class_count_expected, where=None):
 # --- integrity -----------------------------------------------------------------------------
 
 def verify_fingerprint(spec, staging):
+    """The fetched files' fingerprint, checked against the pinned one."""
     found = tree_fingerprint(staging)
     if spec.fingerprint is None:
         log.warning("%s: no fingerprint pinned; these files give %s: pin it as datasets.%s.fingerprint",
@@ -301,6 +314,7 @@ def verify_fingerprint(spec, staging):
     elif found != spec.fingerprint:
         raise DownloadError(f"fingerprint mismatch: params.yaml expects {spec.fingerprint}, "
                             f"the fetched files give {found}; the source changed or is damaged")
+    return found
 
 
 def main(argv=None):

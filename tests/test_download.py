@@ -1,5 +1,7 @@
 """The download stage: every kind of source, and every failure leaving nothing behind."""
 
+import json
+
 import h5py
 import numpy as np
 import pytest
@@ -48,6 +50,9 @@ def test_local_directory_keeps_only_the_class_folders(project, class_folders):
     assert len([f for f in files if f.startswith("zero/")]) == 3
     assert len([f for f in files if f.startswith("one/")]) == 4
     assert len(files) == 7
+    record = json.loads((RAW_DIR / "tiny.json").read_text())  # what preprocess depends on in dvc.yaml
+    assert record["fingerprint"] == tree_fingerprint(RAW_DIR / "tiny")
+    assert record["external_sha256"] == {} and set(record["contents"]) == {"zero", "one"}
 
 
 def test_pinned_fingerprint_matches_across_archive_and_directory(project, class_folders, http_server):

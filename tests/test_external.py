@@ -38,6 +38,8 @@ def with_external(project, tmp_path):
 def test_external_set_is_fetched_converted_and_counted(project, with_external):
     assert run_stage(download, "tiny") is None
     assert (project / "data/raw/tiny/external/elsewhere.h5").read_bytes() == with_external.read_bytes()
+    record = json.loads((project / "data/raw/tiny.json").read_text())
+    assert record["external_sha256"] == {"elsewhere": sha256(with_external)}
     assert run_stage(preprocess, "tiny") is None
 
     labels = np.load(project / "data/processed/tiny/external/elsewhere/labels.npy")
