@@ -11,17 +11,17 @@ completed epoch when it is started again with the same settings, data and code (
 """
 
 import logging
-from pathlib import Path
 
 import numpy as np
 from sklearn.utils.class_weight import compute_class_weight
 
 from stages.cli import exit_on, parse_stage_arguments, peak_memory_mib
+from stages.code import REPO_ROOT, code_files
 from stages.config import ParamsError, load_params, model_spec
 from stages.data import DataError, class_indices, load_split, split_files
 from stages.files import write_json
 from stages.inputs import ordered_batches, steps_per_epoch, training_batches
-from stages.models import BACKBONE_LAYER, UnknownBuilderError, get_builder, save_model, weights_origin
+from stages.models import BACKBONE_LAYER, BUILDER_MODULES, UnknownBuilderError, get_builder, save_model, weights_origin
 from stages.resume import ResumableRun, run_fingerprint
 from stages.splits import SplitError, stratified_holdout
 
@@ -152,12 +152,12 @@ def training_phases(train):
 def training_fingerprint(spec):
     """What a checkpoint must match to be resumed: the model's settings, its training data, the code.
 
-    The code is every module of the stages package: more than the stage imports, so an unrelated
-    edit only costs a fresh start, and no list of files is kept by hand.
+    The code is what the stage imports, its builder's module included (stages/code.py): the same
+    files as its dvc.yaml deps.
     """
     settings = {"model": spec.name, "dataset": spec.dataset.name, "classes": spec.dataset.class_names,
                 "builder": spec.builder, "network": spec.network, "train": spec.train, "seed": spec.seed}
-    code = sorted(Path(__file__).parent.rglob("*.py"))
+    code = [REPO_ROOT / path for path in code_files("stages.train", BUILDER_MODULES[spec.builder])]
     return run_fingerprint(settings, [*split_files(spec.dataset.processed_dir, "train"), *code])
 
 

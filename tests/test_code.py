@@ -1,0 +1,198 @@
+"""dvc.yaml against the code: each stage's code `deps` are exactly what its module imports, and its
+`params` cover every key it reads."""
+
+import re
+
+import pytest
+import yaml
+from helpers import REPO_ROOT, TRAIN_DEFAULTS, dataset_block, run_stage, save_params, write_image_folders
+
+from stages import compare, config, download, evaluate, preprocess, train
+from stages.code import code_files
+from stages.config import DatasetSpec, ModelSpec
+from stages.models import BUILDER_MODULES
+
+STAGE_MODULES = {"download": download, "preprocess": preprocess, "train": train, "evaluate": evaluate,
+                 "compare": compare}
+
+
+def stage_instances(pipeline, params):
+    """Every stage of a dvc.yaml for these params: {name: (stage word, its item or None, deps, params)},
+    with foreach's ${key} and ${item.<field>} filled in as DVC fills them."""
+    instances = {}
+    for word, stage in pipeline["stages"].items():
+        if "foreach" not in stage:
+            instances[word] = (word, None, stage.get("deps", []), stage.get("params", []))
+            continue
+        section = re.fullmatch(r"\$\{(\w+)\}", stage["foreach"]).group(1)
+        for key, item in params[section].items():
+            def fill(text, key=key, item=item):
+                text = text.replace("${key}", key)
+                return re.sub(r"\$\{item\.(\w+)\}", lambda match: str(item[match.group(1)]), text)
+            entries = [fill(next(iter(entry)) if isinstance(entry, dict) else entry) for entry in stage["do"]["deps"]]
+            instances[f"{word}@{key}"] = (word, item, entries, [fill(entry) for entry in stage["do"].get("params", [])])
+    return instances
+
+
+def imported_code(word, item):
+    """What the stage's command runs: its module, and the builder module the registry imports by name."""
+    roots = [f"stages.{word}"]
+    if item and "builder" in item:
+        roots.append(BUILDER_MODULES[item["builder"]])
+    return set(code_files(*roots))
+
+
+def code_dependency_errors(pipeline, params):
+    errors = []
+    for name, (word, item, deps, _) in stage_instances(pipeline, params).items():
+        listed = {dep for dep in deps if dep.endswith(".py")}
+        imported = imported_code(word, item)
+        errors += [f"{name}: imports {path} but its deps lack it" for path in sorted(imported - listed)]
+        errors += [f"{name}: lists {path} in its deps but does not import it" for path in sorted(listed - imported)]
+    return errors
+
+
+def test_each_stage_lists_exactly_the_project_modules_it_imports():
+    pipeline = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    assert code_dependency_errors(pipeline, params) == []
+
+
+def test_a_missing_or_stale_code_dependency_is_named_with_its_stage():
+    pipeline = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    deps = pipeline["stages"]["train"]["do"]["deps"]
+    deps.remove("stages/images.py")
+    deps.append("stages/compare.py")
+    errors = code_dependency_errors(pipeline, params)
+    for model in params["models"]:
+        assert f"train@{model}: imports stages/images.py but its deps lack it" in errors
+        assert f"train@{model}: lists stages/compare.py in its deps but does not import it" in errors
+    assert len(errors) == 2 * len(params["models"])
+
+
+def test_code_files_follow_imports_inside_functions_and_the_packages_on_the_way():
+    files = code_files("stages.download")
+    assert "stages/__init__.py" in files and "stages/files.py" in files
+    assert "stages/models/__init__.py" in files, "config.model_spec imports the registry inside the function"
+    assert "stages/train.py" not in files
+    assert {"stages/models/resnet50.py", "stages/models/heads.py"} <= set(code_files("stages.models.resnet50"))
+    with pytest.raises(ValueError, match="no project module named stages.nothing"):
+        code_files("stages.nothing")
+
+
+# --- params: what each stage reads, recorded while it runs -----------------------------------------------
+
+class Recorded(dict):
+    """A params mapping that notes the dotted path of every value read from it (a mapping iterated
+    or copied counts as read whole). `paths` are the places in params.yaml its values come from."""
+
+    def __init__(self, data, paths, reads):
+        super().__init__(data)
+        self.plain, self.paths, self.reads = data, paths, reads
+
+    def _note(self, *keys):
+        self.reads.update(".".join(map(str, (*path, *keys))) for path in self.paths)
+
+    def __getitem__(self, key):
+        value = super().__getitem__(key)
+        if isinstance(value, dict):
+            return Recorded(value, [(*path, key) for path in self.paths], self.reads)
+        self._note(key)
+        return value
+
+    def get(self, key, default=None):
+        if key in self:
+            return self[key]
+        self._note(key)
+        return default
+
+    def __iter__(self):
+        self._note()
+        return super().__iter__()
+
+    def keys(self):
+        self._note()
+        return super().keys()
+
+    def items(self):
+        self._note()
+        return super().items()
+
+    def values(self):
+        self._note()
+        return super().values()
+
+
+def record_spec_reads(monkeypatch, reads):
+    """Note which params each dataset and model spec field a stage reads comes from."""
+    dataset_fields = config.DATASET_KEYS
+
+    def dataset_attribute(spec, name):
+        value = object.__getattribute__(spec, name)
+        where = ("seed",) if name == "seed" else ("datasets", object.__getattribute__(spec, "name"), name)
+        if name in dataset_fields or name == "seed":
+            if isinstance(value, dict):
+                return Recorded(value, [where], reads)
+            reads.add(".".join(where))
+        return value
+
+    def model_attribute(spec, name):
+        value = object.__getattribute__(spec, name)
+        model = ("models", object.__getattribute__(spec, "name"))
+        if name == "train":
+            return Recorded(value, [("train",), (*model, "train")], reads)
+        if name == "network":
+            return Recorded(value, [(*model, "network")], reads)
+        if name in ("builder", "dataset", "seed"):
+            reads.add("seed" if name == "seed" else ".".join((*model, name)))
+        return value
+
+    monkeypatch.setattr(DatasetSpec, "__getattribute__", dataset_attribute)
+    monkeypatch.setattr(ModelSpec, "__getattribute__", model_attribute)
+
+
+def record_params_reads(monkeypatch, module, reads):
+    """The stage's load_params gives a Recorded mapping; its spec functions read the plain one (checking
+    a block is not using it: what the stage uses from a spec is noted field by field)."""
+    monkeypatch.setattr(module, "load_params", lambda path=config.PARAMS_FILE: Recorded(
+        config.load_params(path), [()], reads))
+    for name in ("dataset_spec", "model_spec"):
+        if hasattr(module, name):
+            real = getattr(config, name)
+            monkeypatch.setattr(module, name, lambda params, key, real=real: real(params.plain, key))
+
+
+def covered(path, listed):
+    return any(path == entry or path.startswith(entry + ".") for entry in listed)
+
+
+@pytest.fixture
+def small_pipeline(project, tmp_path, monkeypatch):
+    """One tiny dataset read through LOCAL_DATA_DIR and one small model over it."""
+    mirror = tmp_path / "mirror"
+    write_image_folders(mirror / "faces", {"frown": 6, "smile": 6}, size=(16, 16))
+    monkeypatch.setenv("LOCAL_DATA_DIR", str(mirror))
+    params = {"seed": 3,
+              "datasets": {"faces": dataset_block({"url": "http://127.0.0.1:9/faces.zip", "mirror": "faces"},
+                                                  {"frown": "frown", "smile": "smile"}, image_size=16)},
+              "train": dict(TRAIN_DEFAULTS, batch_size=4, epochs=1),
+              "models": {"faces_cnn": {"dataset": "faces", "builder": "happy_cnn"}}}
+    save_params(project, params)
+    return params
+
+
+def test_each_stage_lists_every_params_key_it_reads(small_pipeline, monkeypatch):
+    instances = stage_instances(yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text()), small_pipeline)
+    missing = {}
+    for name in ("download@faces", "preprocess@faces", "train@faces_cnn", "evaluate@faces_cnn", "compare"):
+        word, _, _, listed = instances[name]
+        reads = set()
+        with monkeypatch.context() as patch:
+            record_spec_reads(patch, reads)
+            record_params_reads(patch, STAGE_MODULES[word], reads)
+            arguments = [] if "@" not in name else [name.split("@")[1]]
+            assert run_stage(STAGE_MODULES[word], *arguments) is None, name
+        assert reads, f"{name}: nothing recorded"
+        missing[name] = sorted(path for path in reads if not covered(path, listed))
+    assert missing == dict.fromkeys(missing, [])
