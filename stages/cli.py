@@ -3,10 +3,26 @@
 import argparse
 import contextlib
 import errno
+import importlib.abc
+import importlib.util
 import logging
+import os
+import re
 import resource
 import sys
+import tempfile
 from pathlib import Path
+
+# PIPELINE_VERBOSE=1 brings back what a stage keeps quiet by default: its detail lines and
+# TensorFlow's start-up and informational lines.
+VERBOSE_ENV = "PIPELINE_VERBOSE"
+# TensorFlow 2.21 prints these before its logging is set up, so TF_CPP_MIN_LOG_LEVEL cannot hide them.
+TENSORFLOW_STARTUP_LINE = re.compile(r"All log messages before absl::InitializeLog|\] oneDNN custom operations are on|"
+                                     r"cpu_feature_guard\.cc|^To enable the following instructions")
+
+
+def verbose():
+    return os.environ.get(VERBOSE_ENV, "").strip() not in ("", "0")
 
 
 def parse_stage_arguments(doc, argv, **positionals):
@@ -15,8 +31,50 @@ def parse_stage_arguments(doc, argv, **positionals):
     for name, help_text in positionals.items():
         parser.add_argument(name, help=help_text)
     arguments = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    logging.basicConfig(level=logging.DEBUG if verbose() else logging.INFO, format="%(name)s: %(message)s")
     return arguments
+
+
+class QuietTensorFlowImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Runs TensorFlow's own import, whichever module asks for it first, with its C++ start-up lines
+    taken out of stderr; everything else it prints still gets through."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is not None:
+            self.loader, spec.loader = spec.loader, self
+        return spec
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        module.__spec__.loader = module.__loader__ = self.loader
+        sys.stderr.flush()
+        saved_stderr = os.dup(2)
+        with tempfile.TemporaryFile() as captured:
+            os.dup2(captured.fileno(), 2)
+            try:
+                self.loader.exec_module(module)
+            finally:
+                os.dup2(saved_stderr, 2)
+                os.close(saved_stderr)
+                captured.seek(0)
+                lines = captured.read().decode(errors="replace").splitlines(keepends=True)
+                sys.stderr.write("".join(line for line in lines if not TENSORFLOW_STARTUP_LINE.search(line)))
+
+
+def quiet_tensorflow_startup():
+    """Unless verbose: TensorFlow's start-up lines filtered, and its informational lines off (unless
+    TF_CPP_MIN_LOG_LEVEL says otherwise); its warnings and errors stay. Called once, by stages/__init__.py."""
+    if verbose() or "tensorflow" in sys.modules:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    if not any(isinstance(finder, QuietTensorFlowImport) for finder in sys.meta_path):
+        sys.meta_path.insert(0, QuietTensorFlowImport())
 
 
 def peak_memory_mib():

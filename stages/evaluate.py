@@ -98,7 +98,7 @@ def evaluate_model(spec):
     explain(spec, model, images, test.actual, test.predicted)
     explain_external(spec, model, {name: (external[name][0], scored[name].actual, scored[name].predicted)
                                     for name in external})
-    log.info("%s: Grad-CAM pictures in %.1f s", spec.name, time.perf_counter() - started)
+    log.debug("%s: Grad-CAM pictures in %.1f s", spec.name, time.perf_counter() - started)
     return report
 
 
@@ -185,6 +185,8 @@ def main(argv=None):
     args = parse_stage_arguments(__doc__, argv, model="a key of the models section of params.yaml")
     with exit_on(f"evaluate {args.model}", EvaluateError, ParamsError, DataError, ModelFileError, gradcam.GradCamError):
         spec = model_spec(load_params(), args.model)
+        log.info("%s: scoring %s on the test split of %s%s", spec.name, spec.model_path, spec.dataset.name,
+                 f" and on {', '.join(spec.dataset.external)}" if spec.dataset.external else "")
         report = evaluate_model(spec)
     log.info("%s: wrote %s: test accuracy %.3f, macro F1 %.3f on %d images; %.0f images/s",
              spec.name, spec.metrics_path, report["accuracy"], report["macro"]["f1"], report["test_images"],

@@ -100,7 +100,7 @@ def choose_class_files(spec, rng):
             files.append(path)
             labels.append(class_index)
             kept += 1
-        log.info("%s: class %s: %d of %d images", spec.name, class_name, kept, len(candidates))
+        log.debug("%s: class %s: %d of %d images", spec.name, class_name, kept, len(candidates))
     return files, np.array(labels, dtype=np.int64), available, skipped
 
 
@@ -177,6 +177,8 @@ def main(argv=None):
     args = parse_stage_arguments(__doc__, argv, dataset="a key of the datasets section of params.yaml")
     with exit_on(f"preprocess {args.dataset}", PreprocessError, ParamsError):
         spec = dataset_spec(load_params(), args.dataset)
+        log.info("%s: decoding %s into %dx%d train and test splits", spec.name, spec.raw_dir, spec.image_size,
+                 spec.image_size)
         summary = preprocess_dataset(spec)
     log.info("%s: wrote %s: train %d, test %d images of %s; %d unreadable files skipped",
              spec.name, spec.processed_dir, summary["train"]["total"], summary["test"]["total"],
