@@ -28,7 +28,7 @@ DATASET_KEYS = {"source", "classes", "test_fraction", "image_size", "max_per_cla
 HEADLINE_METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
 EXTERNAL_KEYS = {"file", "mirror", "classes", "sha256"}
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
-FOLDER_SOURCE_KEYS = {"url", "root", "mirror"}
+FOLDER_SOURCE_KEYS = {"url", "root", "mirror", "sha256"}  # sha256: of the archive a URL serves
 H5_SOURCE_KEYS = {"train", "test", "mirror"}
 MODEL_KEYS = {"dataset", "builder", "network", "train"}
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
@@ -177,6 +177,8 @@ def _check_source(source, where):
     for key, value in source.items():
         if value is not None and not isinstance(value, str):
             raise ParamsError(f"{where}.{key} must be a string, got {value!r}")
+    if source.get("sha256") is not None and not SHA256_PATTERN.match(source["sha256"]):
+        raise ParamsError(f"{where}.sha256 must be 64 hex digits, or null; got {source['sha256']!r}")
     return {key: value or "" for key, value in source.items()}
 
 

@@ -14,6 +14,7 @@ checked against its own sha256, outside the dataset's fingerprint.
 
 import contextlib
 import logging
+import re
 import shutil
 import sys
 import tarfile
@@ -85,7 +86,8 @@ def fetch_class_folders(spec, staging, scratch, local_dir):
     if is_remote(url) and local_dir is not None:
         copy_class_folders(spec, mirror_path(spec, local_dir), staging)
     elif is_remote(url):
-        extract_class_folders(spec, fetch_url(spec, url, scratch), root, staging)
+        archive = fetch_url(spec, url, scratch, spec.source.get("sha256") or None, f"datasets.{spec.name}.source.sha256")
+        extract_class_folders(spec, archive, root, staging)
     elif Path(url).is_file():
         extract_class_folders(spec, Path(url), root, staging)
     elif Path(url).is_dir():
@@ -209,20 +211,29 @@ def describe_unknown(path):
     return f"a file of {size:,} bytes starting {head!r}"
 
 
-def fetch_url(spec, url, scratch):
-    """Download url into scratch with a progress bar; network and HTTP failures become DownloadErrors."""
+def fetch_url(spec, url, scratch, sha256=None, where=None):
+    """Download url into scratch with a progress bar, and have pooch check it against `sha256` (the
+    params.yaml key `where` pins it; None: nothing to check, and where given, say what to pin).
+    Network and HTTP failures and a mismatch become DownloadErrors."""
     log.info("%s: downloading %s", spec.name, url)
-    # pooch would advise pinning the archive's hash; the fingerprint over the kept files does that job.
     pooch.get_logger().setLevel(logging.WARNING)
     downloader = pooch.HTTPDownloader(progressbar=sys.stderr.isatty(), timeout=DOWNLOAD_TIMEOUT_SECONDS)
     name = PurePosixPath(url.split("?")[0]).name or "download"
     try:
-        return Path(pooch.retrieve(url, known_hash=None, fname=name, path=scratch, downloader=downloader))
+        path = Path(pooch.retrieve(url, known_hash=f"sha256:{sha256}" if sha256 else None, fname=name, path=scratch,
+                                   downloader=downloader))
+    except ValueError as error:  # pooch: the downloaded file's hash is not the known one
+        found = re.search(r"got:? '?([0-9a-f]{64})", str(error))
+        raise DownloadError(f"sha256 mismatch: {where} expects {sha256}, the download of {url} gives "
+                            f"{found.group(1) if found else 'another'}; the source changed or is damaged") from error
     except requests.HTTPError as error:
         raise DownloadError(f"the server refused {url}: {error}") from error
     except requests.RequestException as error:
         raise DownloadError(f"network failure fetching {url}: {error}; "
                             f"to work offline, set {LOCAL_DATA_ENV} to a local copy of the datasets") from error
+    if sha256 is None and where:
+        log.warning("%s: no sha256 pinned for %s; it gives %s: pin it as %s", spec.name, url, file_sha256(path), where)
+    return path
 
 
 # --- course HDF5 files ---------------------------------------------------------------------
@@ -254,7 +265,7 @@ def fetch_external(spec, name, external, folder, scratch, local_dir):
             raise DownloadError(f"{LOCAL_DATA_ENV} is set but {where}.mirror is not: name the file's copy under it")
         path = local_dir / external["mirror"]
     elif is_remote(location):
-        path = fetch_url(spec, location, scratch / "external" / name)
+        path = fetch_url(spec, location, scratch / "external" / name, external.get("sha256"), f"{where}.sha256")
     else:
         path = Path(location)
     if not path.is_file():
@@ -321,6 +332,7 @@ def main(argv=None):
     args = parse_stage_arguments(__doc__, argv, dataset="a key of the datasets section of params.yaml")
     with exit_on(f"download {args.dataset}", DownloadError, ParamsError):
         spec = dataset_spec(load_params(), args.dataset)
+        log.info("%s: fetching %s into %s", spec.name, local_dir(LOCAL_DATA_ENV) or "its source", spec.raw_dir)
         counts = download_dataset(spec, local_dir(LOCAL_DATA_ENV))
     log.info("%s: wrote %s: %s", spec.name, spec.raw_dir, ", ".join(f"{k}: {v}" for k, v in counts.items()))
 

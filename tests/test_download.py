@@ -19,7 +19,7 @@ from helpers import (
 
 from stages import download
 from stages.config import RAW_DIR
-from stages.files import tree_fingerprint
+from stages.files import file_sha256, tree_fingerprint
 
 CLASSES = {"zero": "digits/0", "one": "digits/1"}
 
@@ -66,6 +66,26 @@ def test_pinned_fingerprint_matches_across_archive_and_directory(project, class_
         write_params(project, {"tiny": dataset_block(source, CLASSES, fingerprint=expected)})
         assert run_download() is None, archive
         assert len(raw_files()) == 7
+
+
+def test_pooch_checks_a_downloaded_archive_against_its_pinned_sha256(project, class_folders, http_server, caplog):
+    served, base_url = http_server
+    archive = zip_folder(class_folders, served / "data.zip", top="repo-abc")
+    right, wrong = file_sha256(archive), "0" * 64
+    source = {"url": f"{base_url}/data.zip", "root": "repo-abc"}
+
+    write_params(project, {"tiny": dataset_block({**source, "sha256": wrong}, CLASSES)})
+    message = run_download()
+    assert f"sha256 mismatch: datasets.tiny.source.sha256 expects {wrong}" in message
+    assert f"gives {right}; the source changed or is damaged" in message
+    assert leftovers(project / "data" / "raw") == []
+
+    write_params(project, {"tiny": dataset_block({**source, "sha256": right}, CLASSES)})
+    assert run_download() is None and len(raw_files()) == 7
+
+    write_params(project, {"tiny": dataset_block(source, CLASSES)})  # nothing pinned: the hash to pin is shown
+    assert run_download() is None
+    assert f"gives {right}: pin it as datasets.tiny.source.sha256" in caplog.text
 
 
 def tree_fingerprint_of_classes(project, class_folders):
