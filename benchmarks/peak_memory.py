@@ -3,10 +3,8 @@
     python -m benchmarks.peak_memory PEAK_FILE MODULE [ARGS...]
     python -m benchmarks.peak_memory PEAK_FILE -c CODE [ARGS...]
 
-The peak is the process's own high-water mark (stages.cli.peak_memory_mib, the figure the train
-stage reports too). The benchmark cannot use the rusage of the processes it starts: Linux carries
-the starting process's peak across `exec` into its children's ru_maxrss, so every child of a
-benchmark that has imported TensorFlow appeared to need at least that much.
+The peak is the process's own high-water mark (stages.cli.peak_memory_mib, as the train stage
+reports it): Linux carries a starting process's peak across `exec` into its children's ru_maxrss.
 """
 
 import atexit

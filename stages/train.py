@@ -11,6 +11,7 @@ completed epoch when it is started again with the same settings, data and code (
 """
 
 import logging
+from typing import NamedTuple
 
 import numpy as np
 from sklearn.utils.class_weight import compute_class_weight
@@ -59,7 +60,7 @@ def configure_runtime(train, seed):
 
     strategy = make_strategy(train["distribution"])
     keras.utils.set_random_seed(seed)
-    gpus = tf.config.list_physical_devices("GPU")
+    gpus = gpu_names()
     mixed_precision = train["mixed_precision"] is True or (train["mixed_precision"] == "auto" and bool(gpus))
     jit_compile = train["jit_compile"] is True or (train["jit_compile"] == "auto" and bool(gpus))
     # Keras quietly compiles without XLA while TensorFlow's op determinism is on, so a run has one or
@@ -67,16 +68,29 @@ def configure_runtime(train, seed):
     if not jit_compile:
         tf.config.experimental.enable_op_determinism()
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed_precision else "float32")
-    if gpus:
-        names = [tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name) for gpu in gpus]
-        device = f"GPU: {', '.join(names)}"
-    else:
-        device = "CPU"
-    runtime = {"device": device, "mixed_precision": mixed_precision, "jit_compile": jit_compile,
+    runtime = {"device": f"GPU: {', '.join(gpus)}" if gpus else "CPU", "mixed_precision": mixed_precision, "jit_compile": jit_compile,
                "deterministic_ops": not jit_compile, "distribution": train["distribution"],
                "replicas": int(strategy.num_replicas_in_sync),
                "versions": {"tensorflow": tf.__version__, "keras": keras.__version__}}
     return strategy, runtime
+
+
+def gpu_names():
+    """The names of the GPUs the Keras backend sees; empty on a machine without one."""
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return [device.device_kind for device in jax.devices() if device.platform == "gpu"]
+    if keras.backend.backend() == "torch":
+        import torch
+
+        return [torch.cuda.get_device_name(index) for index in range(torch.cuda.device_count())]
+    import tensorflow as tf
+
+    return [tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name)
+            for gpu in tf.config.list_physical_devices("GPU")]
 
 
 def validation_split(labels, fraction, seed):
@@ -161,22 +175,42 @@ def training_fingerprint(spec):
     return run_fingerprint(settings, [*split_files(spec.dataset.processed_dir, "train"), *code])
 
 
+class TrainingSetup(NamedTuple):
+    """What a run of spec's model starts from; the benchmark's plain-Keras baseline starts from it too."""
+
+    strategy: object
+    runtime: dict
+    images: object  # the training split on disk (stages.data.StoredImages)
+    labels: np.ndarray
+    train_indices: np.ndarray
+    validation_indices: np.ndarray
+    class_weight: dict | None
+    model: object
+
+
+def prepare_training(spec):
+    """Seed and configure the runtime, read the training split, carve validation, weigh the classes, build."""
+    train = spec.train
+    strategy, runtime = configure_runtime(train, spec.seed)
+    if train["batch_size"] % runtime["replicas"]:
+        raise TrainError(f"models.{spec.name}: batch_size {train['batch_size']} does not split evenly over "
+                         f"{runtime['replicas']} replicas of the {train['distribution']} distribution")
+    images, labels = load_split(spec.dataset, "train")
+    train_indices, validation_indices = validation_split(labels, train["validation_fraction"], spec.seed)
+    class_weight = balanced_class_weight(labels[train_indices]) if train["class_weight"] == "balanced" else None
+    with strategy.scope():
+        model = build_model(spec, images.shape[1:])
+    return TrainingSetup(strategy, runtime, images, labels, train_indices, validation_indices, class_weight, model)
+
+
 def train_model(spec):
     """Train spec's model (resuming an interrupted run of the same settings), save it and its report."""
     from dvclive import Live
     from dvclive.keras import DVCLiveCallback
 
     train, batch_size = spec.train, spec.train["batch_size"]
-    strategy, runtime = configure_runtime(train, spec.seed)
-    if batch_size % runtime["replicas"]:
-        raise TrainError(f"models.{spec.name}: batch_size {batch_size} does not split evenly over "
-                         f"{runtime['replicas']} replicas of the {train['distribution']} distribution")
-    images, labels = load_split(spec.dataset, "train")
-    train_indices, validation_indices = validation_split(labels, train["validation_fraction"], spec.seed)
+    strategy, runtime, images, labels, train_indices, validation_indices, class_weight, model = prepare_training(spec)
     validation = ordered_batches(images, labels, batch_size, validation_indices)
-    class_weight = balanced_class_weight(labels[train_indices]) if train["class_weight"] == "balanced" else None
-    with strategy.scope():
-        model = build_model(spec, images.shape[1:])
     run = ResumableRun(spec.resume_dir, training_fingerprint(spec))
     log.info("%s: %s parameters; %d training and %d validation images of %s on %s (%d replica(s)); %s",
              spec.name, f"{model.count_params():,}", len(train_indices), len(validation_indices), spec.dataset.name,

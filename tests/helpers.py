@@ -13,6 +13,7 @@ import numpy as np
 import yaml
 from PIL import Image
 
+from benchmarks.benchmark import stages_run as stages_run_in_order
 from stages.data import encode_labels, save_split
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -187,5 +188,5 @@ def new_repo(tmp_path, mirror, params):
 
 
 def stages_run(output):
-    """Names of the stages a `dvc repro` output says it ran."""
-    return sorted(line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage"))
+    """Names of the stages a `dvc repro` output says it ran, sorted."""
+    return sorted(stages_run_in_order(output))

@@ -14,6 +14,7 @@ import pytest
 from helpers import REPO_ROOT, TRAIN_DEFAULTS, dataset_block, new_repo, run_stage, write_image_folders
 from PIL import Image
 
+from benchmarks.benchmark import stages_run
 from stages import evaluate, predict, train
 from stages.config import load_params, model_spec
 from stages.files import file_sha256, remove_path, tree_fingerprint
@@ -141,8 +142,7 @@ def timed_repro(repo):
                                stderr=subprocess.STDOUT, text=True)
     starts = []
     for line in process.stdout:
-        if line.startswith("Running stage"):
-            starts.append((line.split("'")[1].split("@")[0], time.monotonic()))
+        starts += [(stage.split("@")[0], time.monotonic()) for stage in stages_run(line)]
     assert process.wait() == 0
     ends = [moment for _, moment in starts[1:]] + [time.monotonic()]
     return {kind: end - start for (kind, start), end in zip(starts, ends)}
@@ -168,7 +168,7 @@ def repro_killed_in(repo, kind, delay, log_path):
             return None
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
-    started = [line.split("'")[1] for line in log_path.read_text().splitlines() if line.startswith("Running stage")]
+    started = stages_run(log_path.read_text())
     return started[-1] if started else "dvc, before any stage"
 
 

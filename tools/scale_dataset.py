@@ -7,7 +7,7 @@ half the time (with --flip), and given faint noise. The copies keep their class 
 learn the larger set by recognising repeats. Each copy's changes are drawn from (seed, file, copy),
 so the same command gives the same files.
 
-    python -m benchmarks.scale_dataset data/raw/happy /tmp/happy-10x --factor 10 --flip
+    python -m tools.scale_dataset data/raw/happy /tmp/happy-10x --factor 10 --flip
 
 OUTPUT is written whole or not at all. Point a dataset block's source at it (docs/benchmarks.md).
 """
