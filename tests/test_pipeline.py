@@ -54,6 +54,16 @@ def test_repro_builds_then_does_nothing_then_reruns_only_what_changed(repo):
     assert stages_run(second) == [], second
     assert "Data and pipelines are up to date" in repo.dvc("status")
 
+    # A comment-only edit of the pixel scaling marks every stage that imports it as changed, and no other.
+    images_code = repo.root / "stages/images.py"
+    original = images_code.read_text()
+    images_code.write_text(original + "# a comment\n")
+    changed = set(json.loads(repo.dvc("status", "--json", stdout_only=True)))
+    models = ["digits_cnn", "faces_cnn", "faces_transfer"]
+    assert changed == {"preprocess@digits", "preprocess@faces", *(f"{stage}@{model}" for stage in ("train", "evaluate")
+                                                                  for model in models)}
+    images_code.write_text(original)
+
     # A retrain that gives the same weights (here after a comment-only change to train.py) writes
     # byte-identical models and reports, so nothing after the train stages runs again.
     with open(repo.root / "stages/train.py", "a") as code:
