@@ -403,7 +403,8 @@ def main(argv=None):
         specs = [model_spec(params, name) for name in params.get("models") or {}]
         if not specs:
             raise CompareError("params.yaml defines no models to compare")
-        log.info("comparing %d models on %s", len(specs), ", ".join(dict.fromkeys(spec.dataset.name for spec in specs)))
+        datasets = dict.fromkeys(spec.dataset.name for spec in specs)
+        log.info("comparing %d models on %s", len(specs), ", ".join(datasets))
         table = collect(specs)
         best_lines = write_report(params, specs, table)
     for dataset, line in best_lines.items():

@@ -68,8 +68,8 @@ def configure_runtime(train, seed):
     if not jit_compile:
         tf.config.experimental.enable_op_determinism()
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed_precision else "float32")
-    runtime = {"device": f"GPU: {', '.join(gpus)}" if gpus else "CPU", "mixed_precision": mixed_precision, "jit_compile": jit_compile,
-               "deterministic_ops": not jit_compile, "distribution": train["distribution"],
+    runtime = {"device": f"GPU: {', '.join(gpus)}" if gpus else "CPU", "mixed_precision": mixed_precision,
+               "jit_compile": jit_compile, "deterministic_ops": not jit_compile, "distribution": train["distribution"],
                "replicas": int(strategy.num_replicas_in_sync),
                "versions": {"tensorflow": tf.__version__, "keras": keras.__version__}}
     return strategy, runtime
