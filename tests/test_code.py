@@ -83,6 +83,14 @@ def test_code_files_follow_imports_inside_functions_and_the_packages_on_the_way(
 
 # --- params: what each stage reads, recorded while it runs -----------------------------------------------
 
+def read_whole(method):
+    """A dict method that first notes its mapping as read whole (iterated, copied, dumped)."""
+    def noted(self):
+        self._note()
+        return method(self)
+    return noted
+
+
 class Recorded(dict):
     """A params mapping that notes the dotted path of every value read from it (a mapping iterated
     or copied counts as read whole). `paths` are the places in params.yaml its values come from."""
@@ -107,21 +115,7 @@ class Recorded(dict):
         self._note(key)
         return default
 
-    def __iter__(self):
-        self._note()
-        return super().__iter__()
-
-    def keys(self):
-        self._note()
-        return super().keys()
-
-    def items(self):
-        self._note()
-        return super().items()
-
-    def values(self):
-        self._note()
-        return super().values()
+    __iter__, keys, items, values = map(read_whole, (dict.__iter__, dict.keys, dict.items, dict.values))
 
 
 def record_spec_reads(monkeypatch, reads):
