@@ -164,24 +164,3 @@ def test_a_second_repro_at_the_same_time_is_refused_and_harms_nothing(repo, tmp_
         assert "failed to reproduce" in output and "is busy, it is being blocked by" in output, output
     repo.dvc("repro")  # finishes whatever the refused run left undone
     assert "Data and pipelines are up to date" in repo.dvc("status")
-
-
-@pytest.mark.slow
-def test_benchmark_times_dvc_repro_and_records_every_stage(repo, tmp_path):
-    from benchmarks import benchmark
-
-    workdir = tmp_path / "bench"
-    workdir.mkdir()
-    result = benchmark.pipeline_overhead(repo.root, workdir, "digits_cnn", env=repo.env)
-
-    assert result["full"]["stages_run"] == 11
-    assert result["no_change"]["stages_run"] == 0
-    assert result["one_model"]["stages_run"] == ["train@digits_cnn", "evaluate@digits_cnn", "compare"]
-    training = result["full"]["training_seconds"]
-    assert set(training) == {"faces_cnn", "digits_cnn", "faces_transfer"}
-    assert result["full"]["seconds"] > result["full"]["training_seconds_total"] == round(sum(training.values()), 1)
-    stages = {record["stage"]: record for record in result["stages"]}
-    assert sorted(stages) == ["compare", "download@digits", "download@faces", "evaluate@digits_cnn",
-                              "evaluate@faces_cnn", "evaluate@faces_transfer", "preprocess@digits", "preprocess@faces"]
-    assert all(record["peak_rss_mib"] > 100 for stage, record in stages.items() if stage.startswith("evaluate@")), \
-        "an evaluate stage imports TensorFlow: the measured peak is the stage's, not only DVC's"
