@@ -148,6 +148,18 @@ def timed_repro(repo):
     return {kind: end - start for (kind, start), end in zip(starts, ends)}
 
 
+def mend_dvc_rwlock(root):
+    """DVC rewrites .dvc/tmp/rwlock in place: a kill in that instant leaves it unreadable, and every later
+    dvc command refuses to run. The mend docs/troubleshooting.md gives: with no DVC running, delete it."""
+    rwlock = root / ".dvc" / "tmp" / "rwlock"
+    try:
+        json.loads(rwlock.read_text())
+    except FileNotFoundError:
+        pass
+    except ValueError:
+        rwlock.unlink()
+
+
 def repro_killed_in(repo, kind, delay, log_path):
     """Start `dvc repro`, and SIGKILL it with its stage process `delay` s after a stage of `kind` (or of a later
     kind, when this run has no `kind` stage left to run) starts.
@@ -168,6 +180,7 @@ def repro_killed_in(repo, kind, delay, log_path):
             return None
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+    mend_dvc_rwlock(repo.root)
     started = stages_run(log_path.read_text())
     return started[-1] if started else "dvc, before any stage"
 
