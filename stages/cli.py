@@ -32,6 +32,8 @@ def parse_stage_arguments(doc, argv, **positionals):
         parser.add_argument(name, help=help_text)
     arguments = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if verbose() else logging.INFO, format="%(name)s: %(message)s")
+    if not verbose():  # JAX logs at INFO each accelerator it looks for and does not find ("Unable to initialize")
+        logging.getLogger("jax").setLevel(logging.WARNING)
     return arguments
 
 

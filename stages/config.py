@@ -33,11 +33,13 @@ H5_SOURCE_KEYS = {"train", "test", "mirror"}
 MODEL_KEYS = {"dataset", "builder", "network", "train"}
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 AUTO_SWITCH = ("auto", True, False)
-DISTRIBUTIONS = ("none", "one_device", "mirrored")
-# Keras 3's fit fails under TensorFlow's MultiWorkerMirroredStrategy ("Attempt to convert a value
-# (PerReplica...) to a Tensor"; keras-team/keras#20585), so the pipeline offers no multi-machine training.
-REMOVED_DISTRIBUTIONS = {"multi_worker": "Keras 3's fit cannot train under TensorFlow's "
-                                         "MultiWorkerMirroredStrategy (keras-team/keras#20585)"}
+BACKENDS = ("tensorflow", "jax")  # Keras backends the pipeline runs on (stages/backend.py)
+DISTRIBUTIONS = ("none", "data_parallel")
+# TensorFlow's strategies, replaced by Keras's own distribution API (keras-team/keras#20585: Keras 3's
+# fit fails under MultiWorkerMirroredStrategy).
+REMOVED_DISTRIBUTIONS = {name: "Keras's DataParallel (distribution: data_parallel, on JAX) replaces TensorFlow's "
+                               "strategies, on one machine or many (docs/training.md)"
+                         for name in ("one_device", "mirrored", "multi_worker")}
 FINE_TUNE_KEYS = {"epochs", "layers", "learning_rate"}
 
 
@@ -317,6 +319,8 @@ def _check_train(train, where):
         raise ParamsError(f"{field('monitor')} must be val_loss or val_accuracy, got {train.get('monitor')!r}")
     if train.get("class_weight") not in (None, "balanced"):
         raise ParamsError(f"{field('class_weight')} must be null or balanced, got {train.get('class_weight')!r}")
+    if train.get("backend") not in BACKENDS:
+        raise ParamsError(f"{field('backend')} must be one of {', '.join(BACKENDS)}, got {train.get('backend')!r}")
     for key in ("mixed_precision", "jit_compile"):
         if train.get(key) not in AUTO_SWITCH:
             raise ParamsError(f"{field(key)} must be auto, true or false, got {train.get(key)!r}")

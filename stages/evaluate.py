@@ -20,11 +20,11 @@ from typing import NamedTuple
 import numpy as np
 
 from stages import gradcam
+from stages.backend import BackendError, use_backend
 from stages.cli import exit_on, parse_stage_arguments
 from stages.config import ParamsError, load_params, model_spec
 from stages.data import DataError, class_indices, load_split
 from stages.files import write_json
-from stages.inputs import ordered_batches
 from stages.metrics import classification_metrics, curve_points
 from stages.models import ModelFileError, class_probabilities, load_trained_model
 from stages.plots import image_grid
@@ -41,14 +41,22 @@ class EvaluateError(RuntimeError):
 
 def predict_classes(model, images, batch_size):
     """(probabilities (m, C) for every class, predicted class per image) of a split's StoredImages."""
+    from stages.inputs import ordered_batches
+
     outputs = class_probabilities(model.predict(ordered_batches(images, None, batch_size), verbose=0))
     return outputs, outputs.argmax(axis=1)
 
 
 def measure_speed(model, images, batch_size):
-    """Batch throughput and per-batch and single-image latency, after a warm-up call."""
+    """Batch throughput and per-batch and single-image latency, each after a warm-up pass.
+
+    The warm-up pass sees every batch shape, so a backend that compiles per shape (JAX) is timed
+    compiled.
+    """
+    from stages.inputs import ordered_batches
+
     batches = ordered_batches(images, None, batch_size)
-    model.predict(batches.take(1), verbose=0)
+    model.predict(batches, verbose=0)
     started = time.perf_counter()
     model.predict(batches, verbose=0)
     batch_seconds = time.perf_counter() - started
@@ -68,13 +76,17 @@ def measure_speed(model, images, batch_size):
 
 def evaluate_model(spec):
     """Evaluate spec's model on the test split and the external test sets; write and return its metrics."""
-    model = load_trained_model(spec)
+    from stages.models.augmentation import compile_augmentation  # imports Keras: after main() chose the backend
+
+    model = compile_augmentation(load_trained_model(spec))
     images, labels = load_split(spec.dataset, "test")
     # Every input is checked before anything is written.
     external = {name: load_split(spec.dataset, f"external/{name}") for name in spec.dataset.external}
     if model.output_shape[-1] != labels.shape[1]:
         raise EvaluateError(f"{spec.model_path} outputs {model.output_shape[-1]} values per image but "
                             f"{spec.dataset.processed_dir} has labels {labels.shape[1]} wide: retrain the model")
+    from stages.inputs import ordered_batches
+
     batch_size = spec.train["batch_size"]
     loss = model.evaluate(ordered_batches(images, labels, batch_size), verbose=0, return_dict=True)["loss"]
     test = score(spec, model, images, labels)
@@ -183,8 +195,10 @@ def plot_misclassified(spec, images, actual, predicted, probabilities):
 
 def main(argv=None):
     args = parse_stage_arguments(__doc__, argv, model="a key of the models section of params.yaml")
-    with exit_on(f"evaluate {args.model}", EvaluateError, ParamsError, DataError, ModelFileError, gradcam.GradCamError):
+    with exit_on(f"evaluate {args.model}", EvaluateError, ParamsError, DataError, ModelFileError, BackendError,
+                 gradcam.GradCamError):
         spec = model_spec(load_params(), args.model)
+        use_backend(spec.train["backend"])
         log.info("%s: scoring %s on the test split of %s%s", spec.name, spec.model_path, spec.dataset.name,
                  f" and on {', '.join(spec.dataset.external)}" if spec.dataset.external else "")
         report = evaluate_model(spec)

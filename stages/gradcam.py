@@ -74,40 +74,46 @@ def heatmaps(model, images, layer_name=None):
     prediction's probability barely moves, its score still does.
     """
     import keras
-    import tensorflow as tf
+    from keras import ops
+
+    from stages.backend import gradient
 
     layer = feature_layer(model, layer_name)
     last = model.layers[-1]
     if not isinstance(last, keras.layers.Dense):
         raise GradCamError(f"{model.name}: expected a Dense output layer to take class scores from, "
                            f"found {type(last).__name__}")
-    images = tf.convert_to_tensor(np.asarray(images, dtype=np.float32))
+    images = ops.convert_to_tensor(np.asarray(images, dtype=np.float32))
     features = _feature_map(model, layer, images)
     not_a_chain = GradCamError(f"{model.name}: the layers after '{layer.name}' do not form a chain, so the class "
                                "scores cannot be traced back to it; name another layer as network.gradcam_layer")
-    with tf.GradientTape() as tape:
-        tape.watch(features)
-        try:
-            head_input = _head_input(model, layer, features)
-        except (ValueError, TypeError) as error:
-            raise not_a_chain from error
-        logits = tf.matmul(tf.cast(head_input, tf.float32), tf.cast(last.kernel, tf.float32))
-        logits += tf.cast(last.bias, tf.float32)
-        if logits.shape[-1] == 1:  # a sigmoid unit: class 1's score is the logit, class 0's its negative
-            logits = tf.concat([-logits, logits], axis=-1)
-        predicted = tf.argmax(logits, axis=-1)
-        scores = tf.gather(logits, predicted, batch_dims=1)
-    gradients = tape.gradient(scores, features)  # the head is computed from the watched map: never None
-    weights = tf.reduce_mean(tf.cast(gradients, tf.float32), axis=(1, 2), keepdims=True)
-    cams = tf.nn.relu(tf.reduce_sum(weights * tf.cast(features, tf.float32), axis=-1))
-    cams = tf.math.divide_no_nan(cams, tf.reduce_max(cams, axis=(1, 2), keepdims=True))
-    resized = tf.image.resize(cams[..., None], images.shape[1:3], method="bilinear")[..., 0]
+
+    def class_scores(features):
+        """Every class's score from the feature map; a sigmoid unit's class 0 scores its logit's negative."""
+        head_input = _head_input(model, layer, features)
+        logits = ops.matmul(ops.cast(head_input, "float32"), ops.cast(last.kernel, "float32"))
+        logits = logits + ops.cast(last.bias, "float32")
+        return ops.concatenate([-logits, logits], axis=-1) if last.units == 1 else logits
+
+    try:
+        logits = ops.convert_to_numpy(class_scores(features))
+    except (ValueError, TypeError) as error:
+        raise not_a_chain from error
+    predicted = np.eye(logits.shape[-1], dtype=np.float32)[logits.argmax(axis=-1)]
+    _, gradients = gradient(lambda features: class_scores(features) * predicted, features)
+    weights = ops.mean(ops.cast(gradients, "float32"), axis=(1, 2), keepdims=True)
+    cams = ops.convert_to_numpy(ops.relu(ops.sum(weights * ops.cast(features, "float32"), axis=-1)))
+    peaks = cams.max(axis=(1, 2), keepdims=True)
+    cams = np.divide(cams, peaks, out=np.zeros_like(cams), where=peaks > 0)
+    resized = ops.convert_to_numpy(ops.image.resize(cams[..., None], images.shape[1:3], interpolation="bilinear"))
     # The model's own probabilities: a sigmoid of the two-column logits' difference is their softmax.
-    probabilities = (tf.nn.softmax(logits, axis=-1) if last.units > 1 else tf.nn.softmax(logits / 2.0, axis=-1)).numpy()
-    expected = class_probabilities(np.asarray(model(images, training=False), dtype=np.float32))
+    scaled = logits if last.units > 1 else logits / 2.0
+    exponentials = np.exp(scaled - scaled.max(axis=-1, keepdims=True))
+    probabilities = exponentials / exponentials.sum(axis=-1, keepdims=True)
+    expected = class_probabilities(np.asarray(ops.convert_to_numpy(model(images, training=False)), dtype=np.float32))
     if not np.allclose(probabilities, expected, atol=1e-3):
         raise not_a_chain
-    return np.clip(resized.numpy(), 0.0, 1.0), probabilities
+    return np.clip(resized[..., 0], 0.0, 1.0), probabilities
 
 
 def overlay(image, heatmap, alpha=0.45):

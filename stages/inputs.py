@@ -1,18 +1,19 @@
-"""tf.data input pipelines over the processed splits, read from disk a batch at a time.
+"""Input pipelines over the processed splits, read from disk a batch at a time, on any Keras backend.
 
-Each batch of indices is read from the split's file in tf.data's threads (StoredImages: one read
-per run of consecutive rows) and run ahead of the model by prefetching, so a stage holds a few
-batches, not the split. The training order of every epoch is drawn from (seed, epoch) alone, when
-that epoch begins, so a run resumed at epoch k sees exactly the batches an uninterrupted run sees
-from epoch k on.
+Batches is a keras.utils.PyDataset: Keras's worker threads read each batch of indices from the
+split's file (StoredImages: one read per run of consecutive rows) while the model trains on the
+batches before it, so a stage holds a few batches, not the split. The order of every epoch is drawn
+from (seed, epoch) alone, when that epoch begins, so a run resumed at epoch k sees exactly the
+batches an uninterrupted run sees from epoch k on.
 
-tf.data's autotuner is off, with a fixed number of reads in flight and batches prefetched: its
-background thread made deleting an iterator (the end of every fit call) wait on it, for up to 18 s
-after the last epoch in measured runs, and reading a batch by index needs no tuning.
+Under data-parallel training each process reads only its part of every batch (`shard`): the parts,
+in process order, make up the batch a single process would read.
 """
 
 import math
+from typing import NamedTuple
 
+import keras
 import numpy as np
 
 from stages.images import PIXEL_MAX
@@ -21,6 +22,13 @@ from stages.images import PIXEL_MAX
 # hundred KiB, from the page cache once the file has been read) is far quicker than a training step.
 PARALLEL_READS = 2
 PREFETCH_BATCHES = 4
+
+
+class Shard(NamedTuple):
+    """Which part of each batch this process reads: `index` of `count` equal parts."""
+
+    index: int = 0
+    count: int = 1
 
 
 def epoch_order(indices, seed, epoch):
@@ -33,56 +41,53 @@ def steps_per_epoch(count, batch_size):
     return math.ceil(count / batch_size)
 
 
-def read_batches(images, labels, index_batches):
-    """For each batch of indices, images[batch] (StoredImages) and, unless labels is None, labels[batch].
+class Batches(keras.utils.PyDataset):
+    """Batches of a split's images scaled to [0, 1] (with their labels, unless labels is None).
 
-    The pixels cross from Python as uint8 and are scaled in TensorFlow: a quarter of the bytes,
-    and no float arithmetic holding Python's lock.
+    `order(epoch)` gives the indices one epoch visits, in order. Keras calls on_epoch_end after
+    its readers have stopped, so the next epoch's order is in place before any of its batches is read.
     """
-    import tensorflow as tf
 
-    image_shape = (None, *images.shape[1:])
+    def __init__(self, images, labels, batch_size, order, first_epoch=0, shard=Shard()):
+        super().__init__(workers=PARALLEL_READS, max_queue_size=PREFETCH_BATCHES)
+        self.images, self.labels, self.batch_size = images, labels, batch_size
+        self.order, self.epoch, self.shard = order, first_epoch, shard
+        self.indices = order(first_epoch)
 
-    def scaled(pixels):
-        return tf.cast(tf.ensure_shape(pixels, image_shape), tf.float32) / PIXEL_MAX
+    def __len__(self):
+        return steps_per_epoch(len(self.indices), self.batch_size)
 
-    if labels is None:
-        def read(rows):
-            return scaled(tf.numpy_function(images.pixels, [rows], tf.uint8, stateful=False))
-    else:
-        def read(rows):
-            pixels, batch_labels = tf.numpy_function(lambda rows: (images.pixels(rows), labels[rows]), [rows],
-                                                     (tf.uint8, tf.float32), stateful=False)
-            return scaled(pixels), tf.ensure_shape(batch_labels, (None, labels.shape[1]))
+    def rows(self, index):
+        """The split's rows that batch `index` of this epoch holds, this process's part of them."""
+        rows = self.indices[index * self.batch_size:(index + 1) * self.batch_size]
+        part, extra = divmod(len(rows), self.shard.count)
+        if extra:
+            raise ValueError(f"a batch of {len(rows)} images does not split evenly over {self.shard.count} processes")
+        return rows[self.shard.index * part:(self.shard.index + 1) * part]
 
-    options = tf.data.Options()
-    options.autotune.enabled = False
-    batches = index_batches.map(read, num_parallel_calls=PARALLEL_READS, deterministic=True)
-    return batches.prefetch(PREFETCH_BATCHES).with_options(options)
+    def __getitem__(self, index):
+        rows = self.rows(index)
+        # uint8 from disk, scaled here: the same float32 values the preprocess stage's decoding gives.
+        images = self.images.pixels(rows).astype(np.float32) / np.float32(PIXEL_MAX)
+        return (images,) if self.labels is None else (images, self.labels[rows])
+
+    def on_epoch_end(self):
+        self.epoch += 1
+        self.indices = self.order(self.epoch)
 
 
-def training_batches(images, labels, indices, batch_size, seed, first_epoch, end_epoch):
-    """Shuffled (images, labels) batches for epochs first_epoch .. end_epoch - 1, back to back.
+def training_batches(images, labels, indices, batch_size, seed, first_epoch, shard=Shard(), multiple=1):
+    """Shuffled (images, labels) batches, epoch after epoch from first_epoch, in each epoch's own order.
 
-    Pass steps_per_epoch(len(indices), batch_size) to fit: Keras then keeps one iterator
-    across epochs, and each epoch takes exactly its own batches.
+    `multiple`: the last batch of an epoch is cut down to a multiple of it (the number of devices a
+    data-parallel run splits every batch over); the images cut differ from epoch to epoch.
     """
-    import tensorflow as tf
-
-    def epoch_batches(epoch):
-        order = tf.numpy_function(lambda epoch: epoch_order(indices, seed, int(epoch)), [epoch], tf.int64,
-                                  stateful=False)
-        return tf.data.Dataset.from_tensor_slices(tf.ensure_shape(order, (len(indices),))).batch(batch_size)
-
-    index_batches = tf.data.Dataset.range(first_epoch, end_epoch).flat_map(epoch_batches)
-    return read_batches(images, labels, index_batches)
+    usable = len(indices) - len(indices) % batch_size % multiple
+    return Batches(images, labels, batch_size, lambda epoch: epoch_order(indices, seed, epoch)[:usable],
+                   first_epoch, shard)
 
 
-def ordered_batches(images, labels, batch_size, indices=None):
+def ordered_batches(images, labels, batch_size, indices=None, shard=Shard()):
     """Batches of images (and labels, unless None) in index order, for validation and evaluation."""
-    import tensorflow as tf
-
-    if indices is None:
-        indices = np.arange(len(images))
-    index_batches = tf.data.Dataset.from_tensor_slices(np.asarray(indices, dtype=np.int64)).batch(batch_size)
-    return read_batches(images, labels, index_batches)
+    indices = np.arange(len(images)) if indices is None else np.asarray(indices, dtype=np.int64)
+    return Batches(images, labels, batch_size, lambda epoch: indices, shard=shard)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from stages import gradcam
+from stages.backend import BackendError, use_backend
 from stages.cli import exit_on
 from stages.config import ParamsError, load_params, model_spec
 from stages.images import UNREADABLE_IMAGE_ERRORS, load_image
@@ -45,7 +46,9 @@ def predict(spec, paths, explain_path=None):
         if not explain_path.parent.is_dir():
             raise PredictError(f"--explain {explain_path}: no such folder {explain_path.parent}")
     images = load_images(paths, spec.dataset.image_size)
-    model = load_trained_model(spec)
+    from stages.models.augmentation import compile_augmentation  # imports Keras: after main() chose the backend
+
+    model = compile_augmentation(load_trained_model(spec))
     outputs = class_probabilities(model.predict(images, batch_size=spec.train["batch_size"], verbose=0))
     names = spec.dataset.class_names
     if explain_path is not None:
@@ -65,8 +68,10 @@ def main(argv=None):
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--explain", metavar="OUT.png", help="write each image beside its Grad-CAM heatmap here")
     args = parser.parse_args(argv)
-    with exit_on("predict", PredictError, ParamsError, ModelFileError, gradcam.GradCamError):
-        results = predict(model_spec(load_params(), args.model), args.images, args.explain)
+    with exit_on("predict", PredictError, ParamsError, ModelFileError, BackendError, gradcam.GradCamError):
+        spec = model_spec(load_params(), args.model)
+        use_backend(spec.train["backend"])
+        results = predict(spec, args.images, args.explain)
     if args.json:
         print(json.dumps(results, indent=2))
         return

@@ -59,6 +59,7 @@ def load_trained_model(spec):
 
     Its builder's module is imported first so that its custom layers are known.
     """
+    import warnings
     import zipfile
 
     import keras
@@ -78,7 +79,11 @@ def load_trained_model(spec):
                              f"{found}: {mend} to rebuild it")
     get_builder(spec.builder)
     try:
-        return keras.models.load_model(path)
+        # Keras compiles a model with rotation, zoom or shift layers without XLA, and warns; on JAX
+        # stages.models.augmentation.compile_augmentation compiles it after all.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Model doesn't support `jit_compile=True`")
+            return keras.models.load_model(path)
     except Exception as error:  # Keras raises many kinds, some misleading ("File not found")
         raise ModelFileError(f"{path} does not load as a Keras model ({error}): {mend} to rebuild it") from error
 

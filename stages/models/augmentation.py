@@ -23,6 +23,27 @@ LAYERS = {
 }
 
 
+# Keras marks these uncompilable on every backend because TensorFlow's image transform has no XLA
+# kernel; on JAX they are jax.numpy and XLA compiles them. A model holding one otherwise runs op by op.
+UNCOMPILED_BY_KERAS = (keras.layers.RandomRotation, keras.layers.RandomZoom, keras.layers.RandomTranslation)
+
+
+def compile_augmentation(model):
+    """Let XLA compile the model's rotation, zoom and shift layers on JAX, and a loaded model with them.
+
+    Call it before model.compile, or after loading a compiled model (which Keras compiled without XLA).
+    Returns the model.
+    """
+    if keras.backend.backend() != "jax":
+        return model
+    for layer in model.layers:
+        if isinstance(layer, UNCOMPILED_BY_KERAS):
+            layer.supports_jit = True
+    if model.compiled:
+        model.jit_compile = True
+    return model
+
+
 def augmentation_layers(augmentation):
     """The random layers an augmentation block names, named augment_<kind>, in LAYERS's order."""
     augmentation = augmentation or {}

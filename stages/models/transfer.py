@@ -32,7 +32,7 @@ KERAS_WEIGHT_SIZES = (96, 128, 160, 192, 224)
 @dataclass(frozen=True)
 class Backbone:
     constructor: object
-    preprocess_input: object
+    input_scaling: object  # () -> the layer that scales [0, 1] images as the backbone was trained
     local_names: object  # (alpha, input_size) -> candidate weight file names, preferred first
 
 
@@ -46,16 +46,16 @@ def _mobilenet_alpha_text(alpha):
 
 BACKBONES = {
     "ResNet50": Backbone(
-        keras.applications.ResNet50, keras.applications.resnet.preprocess_input,
+        keras.applications.ResNet50, lambda: CaffeInput(name="backbone_input"),
         lambda alpha, size: ["resnet50_imagenet_no_top.weights.h5",
                              "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"]),
     "MobileNetV2": Backbone(
-        keras.applications.MobileNetV2, keras.applications.mobilenet_v2.preprocess_input,
+        keras.applications.MobileNetV2, lambda: keras.layers.Rescaling(2.0, offset=-1.0, name="backbone_input"),
         lambda alpha, size: [f"mobilenet_v2_{float(alpha)}_imagenet_no_top.weights.h5"] + [
             f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(alpha)}_{rows}_no_top.h5"
             for rows in _sizes_first(size)]),
     "MobileNet": Backbone(
-        keras.applications.MobileNet, keras.applications.mobilenet.preprocess_input,
+        keras.applications.MobileNet, lambda: keras.layers.Rescaling(2.0, offset=-1.0, name="backbone_input"),
         lambda alpha, size: [f"mobilenet_{float(alpha)}_imagenet_no_top.weights.h5"] + [
             f"mobilenet_{_mobilenet_alpha_text(alpha)}_{rows}_tf_no_top.h5" for rows in _sizes_first(size)]),
 }
@@ -96,18 +96,15 @@ def find_local_weights(directory, candidates):
 
 
 @keras.saving.register_keras_serializable(package="pipeline")
-class BackboneInput(keras.layers.Layer):
-    """Scales [0, 1] RGB images to the range and channel order the named backbone was trained on."""
+class CaffeInput(keras.layers.Layer):
+    """[0, 1] RGB to the BGR, mean-subtracted 0-255 pixels of ResNet50's ImageNet weights.
 
-    def __init__(self, backbone, **kwargs):
-        super().__init__(**kwargs)
-        self.backbone = backbone
+    The MobileNets take [-1, 1], which Keras's own Rescaling gives, so their models load anywhere
+    without this project's code.
+    """
 
     def call(self, images):
-        return BACKBONES[self.backbone].preprocess_input(images * 255.0)
-
-    def get_config(self):
-        return {**super().get_config(), "backbone": self.backbone}
+        return keras.applications.resnet.preprocess_input(images * 255.0)
 
 
 def make_backbone(name, input_size, alpha=1.0, weights="imagenet"):
@@ -160,7 +157,7 @@ def build_transfer(input_shape, num_classes, backbone, weights="imagenet", alpha
     x = augment(images, augmentation)
     if input_size != input_shape[0]:
         x = keras.layers.Resizing(input_size, input_size, name="resize")(x)
-    x = BackboneInput(backbone, name="backbone_input")(x)
+    x = BACKBONES[backbone].input_scaling()(x)
     base = make_backbone(backbone, input_size, alpha, weights)
     if pretrained_weights(weights) == "none":
         # Random weights give no features to transfer: the whole network trains from scratch.
