@@ -1,11 +1,24 @@
-"""Fixtures: a temporary project folder, a tiny project with small models, a loopback HTTP server."""
+"""Fixtures: a temporary project folder, a tiny project with small models, a loopback HTTP server.
+
+With KERAS_BACKEND=jax (the README's second pass, `-m backends`), TensorFlow cannot be imported, in
+this process or in the stages it starts, just as in a venv without it; the tiny projects train on JAX.
+"""
 
 import functools
 import http.server
+import os
+import sys
 import threading
 
-import pytest
-from helpers import TRAIN_DEFAULTS, dataset_block, save_params, write_processed
+from helpers import WITHOUT_TENSORFLOW, on_jax
+
+if on_jax():
+    assert "tensorflow" not in sys.modules
+    sys.path.insert(0, str(WITHOUT_TENSORFLOW))
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(WITHOUT_TENSORFLOW), os.environ.get("PYTHONPATH")]))
+
+import pytest  # noqa: E402
+from helpers import TRAIN_DEFAULTS, dataset_block, save_params, write_processed  # noqa: E402
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from benchmarks.benchmark import stages_run as stages_run_in_order
 from stages.data import encode_labels, save_split
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+WITHOUT_TENSORFLOW = Path(__file__).resolve().parent / "without_tensorflow"
 SHARED_DATASETS = REPO_ROOT.parent / "shared" / "datasets"
 
 
@@ -71,10 +72,15 @@ def write_params(project_dir, datasets, seed=7):
     return params
 
 
+def on_jax():
+    """Whether this test pass runs Keras on JAX (KERAS_BACKEND=jax); otherwise on TensorFlow."""
+    return os.environ.get("KERAS_BACKEND") == "jax"
+
+
 TRAIN_DEFAULTS = {
     "optimizer": "adam", "learning_rate": 0.01, "batch_size": 8, "epochs": 3, "validation_fraction": 0.25,
     "monitor": "val_loss", "early_stopping_patience": None, "class_weight": None, "fine_tune": None,
-    "mixed_precision": "auto", "jit_compile": False, "distribution": "none",
+    "backend": "jax" if on_jax() else "tensorflow", "mixed_precision": "auto", "jit_compile": False, "distribution": "none",
 }
 
 
@@ -113,8 +119,9 @@ def run_stage(stage, *args):
 
 def run_python(*args, cwd, timeout=600, env=None):
     """`python *args` in a fresh process that imports the project's stages, as `dvc repro` runs them."""
+    path = [str(WITHOUT_TENSORFLOW)] if on_jax() else []
     return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "PYTHONPATH": str(REPO_ROOT), **(env or {})})
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join([*path, str(REPO_ROOT)]), **(env or {})})
 
 
 def read_train_report(project, name):

@@ -22,23 +22,29 @@ def run_module(module, *args, cwd, env=None):
 @pytest.mark.slow
 def test_speed_and_variants_parts_compare_our_stage_with_plain_keras(tiny_project):
     run_module("benchmarks.benchmark", "--models", "digits_cnn", "--epochs", "2", "--repeats", "1", "--variant-images",
-               "16", "--parts", "speed,variants", "--output", "out/bench", cwd=tiny_project)
+               "16", "--parts", "speed,variants", "--backends", "tensorflow,jax", "--output", "out/bench",
+               cwd=tiny_project)
 
     results = json.loads((tiny_project / "out/bench.json").read_text())
-    entry = results["speed"]["digits_cnn"]
+    assert set(results["speed"]) == {"tensorflow", "jax"}
+    for backend in ("tensorflow", "jax"):
+        assert results["speed"][backend]["digits_cnn"]["ours"]["runs"][0]["images_per_second"] > 0
+    entry = results["speed"]["tensorflow"]["digits_cnn"]
     assert len(entry["ours"]["runs"]) == len(entry["keras"]["runs"]) == 1
     assert len(entry["ours"]["epoch_seconds"]) == len(entry["keras"]["epoch_seconds"]) == 2
     assert entry["ratio"] == round(entry["ours"]["images_per_second"] / entry["keras"]["images_per_second"], 3)
     assert entry["ratio_range"][0] == entry["ratio_range"][1] == pytest.approx(entry["ratio"], abs=1e-3)
     assert 0 < entry["ours"]["training_peak_rss_mib"] <= entry["ours"]["peak_rss_mib"]
     assert results["machine"]["cores"] >= 1 and results["peak"] > 0
-    variants = results["variants"]["models"]["digits_cnn"]
+    variants = results["variants"]["tensorflow"]["models"]["digits_cnn"]
     assert set(variants) == set(VARIANTS)
     assert variants["float32_xla"]["jit_compile"] is True and variants["float32_no_xla"]["jit_compile"] is False
     report = (tiny_project / "out/bench.md").read_text()
-    speed_row = next(line for line in report.splitlines() if line.startswith("| digits_cnn "))
+    speed_row = next(line for line in report.splitlines() if line.startswith("| tensorflow | digits_cnn "))
     cells = [cell.strip() for cell in speed_row.split("|")[1:-1]]
-    assert cells[:3] == ["digits_cnn", "8", f"{entry['ours']['images_per_second']:.0f}"]
+    assert cells[:4] == ["tensorflow", "digits_cnn", "8", f"{entry['ours']['images_per_second']:.0f}"]
+    jax = results["speed"]["jax"]["digits_cnn"]["ours"]["images_per_second"]
+    assert f"| digits_cnn | {jax / entry['ours']['images_per_second']:.2f} " in report, "JAX over TensorFlow, per model"
     assert f"{entry['ours']['training_peak_rss_mib']:.0f} / {entry['ours']['peak_rss_mib']:.0f}" in cells
     assert "## Precision and XLA" in report and report.count("Measured at commit") == 2
     assert set(results["parts"]) == {"speed", "variants"}

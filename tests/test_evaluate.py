@@ -12,6 +12,8 @@ from sklearn.metrics import roc_auc_score
 from stages import evaluate, train
 from stages.data import read_split
 
+pytestmark = pytest.mark.backends  # run again on JAX by the README's second pass
+
 
 @pytest.fixture
 def trained(tiny_project):

@@ -9,6 +9,8 @@ from PIL import Image
 from stages import gradcam, predict
 from stages.models import get_builder, save_model
 
+pytestmark = pytest.mark.backends  # run again on JAX by the README's second pass
+
 SIZE, SQUARE = 24, 6
 
 

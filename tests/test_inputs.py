@@ -1,4 +1,4 @@
-"""The processed splits on disk and the tf.data pipelines over them: contents, order, resumption, options."""
+"""The processed splits on disk and the input pipelines over them: contents, order, resumption, sharding."""
 
 import os
 
@@ -7,7 +7,9 @@ import pytest
 
 from stages.data import StoredImages, read_split, save_split
 from stages.images import to_unit_range
-from stages.inputs import epoch_order, ordered_batches, steps_per_epoch, training_batches
+from stages.inputs import Shard, epoch_order, ordered_batches, steps_per_epoch, training_batches
+
+pytestmark = pytest.mark.backends  # run again on JAX by the README's second pass
 
 PIXELS = (np.arange(10, dtype=np.uint8)[:, None, None, None] * np.ones((1, 2, 2, 3), np.uint8)
           + np.arange(12, dtype=np.uint8).reshape(1, 2, 2, 3) * 20)  # image i starts with pixel value i
@@ -21,9 +23,20 @@ def images(tmp_path):
     return read_split(tmp_path, "train")[0]
 
 
-def batch_indices(batches):
+def fit_batches(batches, epochs=1):
+    """The batches Keras's fit takes from `batches` over `epochs` epochs, through Keras's own epoch iterator."""
+    from keras.src.trainers.epoch_iterator import EpochIterator
+
+    iterator, taken = EpochIterator(batches, shuffle=False), []
+    for _ in range(epochs):
+        for _, _, buffer in iterator:
+            taken.extend(tuple(np.asarray(part) for part in batch) for batch in buffer)
+    return taken
+
+
+def batch_indices(batches, epochs=1):
     """The image indices each batch holds (the first pixel of image i is i / 255)."""
-    return [[int(round(value * 255)) for value in batch[0][:, 0, 0, 0]] for batch in batches.as_numpy_iterator()]
+    return [[int(round(value * 255)) for value in batch[0][:, 0, 0, 0]] for batch in fit_batches(batches, epochs)]
 
 
 def test_a_split_written_in_chunks_reads_back_by_any_rows(tmp_path, images):
@@ -48,7 +61,7 @@ def test_writing_a_split_refuses_chunks_that_do_not_add_up(tmp_path):
 def test_the_pipeline_scales_every_pixel_value_to_the_floats_a_decoded_image_gives(tmp_path):
     every_value = np.arange(256, dtype=np.uint8).reshape(4, 8, 8, 1).repeat(3, axis=-1)
     save_split(tmp_path, "all", np.zeros((4, 1), np.float32), [every_value], every_value.shape[1:])
-    batches = list(ordered_batches(read_split(tmp_path, "all")[0], None, 3).as_numpy_iterator())
+    batches = [batch[0] for batch in fit_batches(ordered_batches(read_split(tmp_path, "all")[0], None, 3))]
     assert np.array_equal(np.concatenate(batches), to_unit_range(every_value))  # bit for bit
     assert np.array_equal(to_unit_range(every_value), every_value.astype(np.float32) / np.float32(255))
     assert batches[0].dtype == np.float32 and to_unit_range(every_value).max() == 1.0
@@ -63,41 +76,42 @@ def test_epoch_order_is_a_permutation_drawn_from_seed_and_epoch():
 
 
 def test_training_batches_visit_each_epoch_in_its_order_with_matching_labels(images):
-    batches = training_batches(images, LABELS, INDICES, batch_size=3, seed=3, first_epoch=0, end_epoch=2)
-    seen = batch_indices(batches)
+    batches = training_batches(images, LABELS, INDICES, batch_size=3, seed=3, first_epoch=0)
+    seen = batch_indices(batches, epochs=2)
     assert len(seen) == 2 * steps_per_epoch(len(INDICES), 3) == 6
     for epoch in range(2):
         epoch_batches = seen[3 * epoch: 3 * epoch + 3]
         assert [len(batch) for batch in epoch_batches] == [3, 3, 1]
         assert sum(epoch_batches, []) == list(epoch_order(INDICES, 3, epoch))
-    for batch_images, batch_labels in batches.as_numpy_iterator():
+    for batch_images, batch_labels in fit_batches(training_batches(images, LABELS, INDICES, 3, seed=3, first_epoch=0)):
         indices = np.round(batch_images[:, 0, 0, 0] * 255).astype(int)
         np.testing.assert_array_equal(batch_images, to_unit_range(PIXELS[indices]))
         assert np.array_equal(batch_labels, LABELS[indices])
 
 
 def test_a_resumed_run_sees_the_batches_of_an_uninterrupted_one(images):
-    whole = batch_indices(training_batches(images, LABELS, INDICES, 3, seed=5, first_epoch=0, end_epoch=4))
-    from_epoch_2 = batch_indices(training_batches(images, LABELS, INDICES, 3, seed=5, first_epoch=2, end_epoch=4))
+    whole = batch_indices(training_batches(images, LABELS, INDICES, 3, seed=5, first_epoch=0), epochs=4)
+    from_epoch_2 = batch_indices(training_batches(images, LABELS, INDICES, 3, seed=5, first_epoch=2), epochs=2)
     assert from_epoch_2 == whole[6:]
+
+
+def test_each_process_reads_its_part_of_every_batch_and_the_parts_make_the_whole(images):
+    whole = batch_indices(training_batches(images, LABELS, INDICES, 4, seed=2, first_epoch=0, multiple=2), epochs=2)
+    parts = [batch_indices(training_batches(images, LABELS, INDICES, 4, seed=2, first_epoch=0, shard=Shard(index, 2),
+                                            multiple=2), epochs=2) for index in range(2)]
+    assert [len(batch) for batch in whole] == [4, 2] * 2  # 7 images: the last batch cut to a multiple of 2
+    assert [first + second for first, second in zip(*parts)] == whole
+    assert whole[:2] != whole[2:]  # each epoch cuts another image
+    with pytest.raises(ValueError, match="a batch of 3 images does not split evenly over 2 processes"):
+        training_batches(images, LABELS, INDICES, 3, seed=2, first_epoch=0, shard=Shard(0, 2))[0]
 
 
 def test_ordered_batches_keep_index_order(images):
     batches = ordered_batches(images, LABELS, 4, indices=np.array([1, 4, 7]))
     assert batch_indices(batches) == [[1, 4, 7]]
-    images_only = list(ordered_batches(images, None, 4).as_numpy_iterator())
+    images_only = [batch[0] for batch in fit_batches(ordered_batches(images, None, 4))]
     assert [len(batch) for batch in images_only] == [4, 4, 2]
     np.testing.assert_array_equal(np.concatenate(images_only), to_unit_range(PIXELS))
-
-
-@pytest.mark.parametrize("make", [
-    lambda images: training_batches(images, LABELS, INDICES, 3, seed=1, first_epoch=0, end_epoch=1),
-    lambda images: ordered_batches(images, None, 4),
-])
-def test_pipelines_run_without_the_autotuner(images, make):
-    """Its thread made deleting an iterator (the end of each fit call) wait up to 18 s; see stages/inputs.py."""
-    options = make(images).options()
-    assert options.autotune.enabled is False
 
 
 def test_reading_needs_no_more_memory_than_a_batch(tmp_path):

@@ -65,6 +65,7 @@ def use_transfer_with_dropout_and_augmentation(project):
     save_params(project, params)
 
 
+@pytest.mark.backends
 @pytest.mark.slow
 @pytest.mark.parametrize("name, killed_after", [
     ("digits_cnn", 2),        # mid-run
@@ -138,6 +139,7 @@ def test_fingerprint_covers_settings_and_file_contents(tmp_path):
     assert run_fingerprint({"learning_rate": 0.1}, [data]) != first
 
 
+@pytest.mark.backends
 def test_checkpoint_holds_the_values_of_its_epoch_not_later_ones(tmp_path):
     """The checkpoint is written in the background while training changes the variables: save()
     must copy them, not hand the writer views that the next steps overwrite."""

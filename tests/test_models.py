@@ -1,6 +1,7 @@
 """Every builder of the registry: shapes, parameter counts, layer order, blocks, weights, learning."""
 
 import hashlib
+import json
 
 import keras
 import numpy as np
@@ -122,16 +123,31 @@ def test_transfer_model_without_pretrained_weights_trains_everything():
     assert len(model.trainable_weights) > 2
 
 
-def test_transfer_model_scales_input_for_the_backbone():
-    scale = transfer.BackboneInput("MobileNetV2")
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(scale(np.array([[0.0, 0.5, 1.0]]))), [[-1.0, 0.0, 1.0]],
-                               atol=1e-6)
+@pytest.mark.backends
+@pytest.mark.parametrize("backbone, preprocess_input", [
+    ("MobileNetV2", keras.applications.mobilenet_v2.preprocess_input),
+    ("MobileNet", keras.applications.mobilenet.preprocess_input),
+    ("ResNet50", keras.applications.resnet.preprocess_input),
+])
+def test_transfer_model_scales_input_as_keras_prepares_it_for_the_backbone(backbone, preprocess_input):
+    images = np.random.default_rng(0).random((2, 4, 4, 3)).astype("float32")
+    scaled = transfer.BACKBONES[backbone].input_scaling()(images)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(scaled), preprocess_input(images * 255.0), atol=1e-4)
+
+
+def test_a_mobilenet_transfer_model_loads_with_plain_keras(tmp_path):
+    """Built-in layers only: a file written here loads in any Keras, without this project's code."""
+    model = get_builder("transfer")((32, 32, 3), 2, **SMALL_BACKBONE)
+    assert isinstance(model.get_layer("backbone_input"), keras.layers.Rescaling)
+    config = json.dumps(model.get_config())
+    assert '"module": "keras' in config and "pipeline" not in config
 
 
 EVERY_AUGMENTATION = {"flip": "horizontal", "rotation": 0.1, "zoom": 0.1, "shift": 0.1, "brightness": 0.2,
                       "contrast": 0.2}
 
 
+@pytest.mark.backends
 @pytest.mark.parametrize("builder, num_classes, network", [
     ("happy_cnn", 2, {}),
     ("signs_cnn", 6, {}),
@@ -154,6 +170,7 @@ def test_every_builder_augments_in_training_only(builder, num_classes, network):
     assert np.abs(in_training - at_inference).max() > 1e-4, "augmentation changes training inputs"
 
 
+@pytest.mark.backends
 def test_augmentation_layers_change_images_in_training_as_named():
     from stages.models.augmentation import augmentation_layers
 
@@ -192,6 +209,7 @@ def assert_same_values(first, second):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.backends
 def test_weights_from_a_file_load_exactly(tmp_path):
     expected = random_backbone_file(tmp_path / "mine.weights.h5")
     keras.utils.set_random_seed(99)  # a different initialisation, which loading must overwrite
@@ -238,6 +256,7 @@ def test_weights_file_of_another_backbone_is_refused(tmp_path):
                                 weights=str(tmp_path / "mobilenet.weights.h5"))
 
 
+@pytest.mark.backends
 @pytest.mark.skipif(not (SHARED_WEIGHTS / "SHA256SUMS").exists(), reason=f"no pretrained weights at {SHARED_WEIGHTS}")
 def test_shared_mobilenetv2_weights_load_into_the_transfer_model(monkeypatch):
     monkeypatch.setenv("LOCAL_WEIGHTS_DIR", str(SHARED_WEIGHTS))

@@ -10,6 +10,8 @@ from PIL import Image
 from stages import predict
 from stages.images import load_image
 
+pytestmark = pytest.mark.backends  # run again on JAX by the README's second pass
+
 
 def test_prediction_uses_the_preprocess_pipeline(saved_model, tiny_project, capsys):
     predict.main(["digits_cnn", "red.png", "grey.jpg", "--json"])

@@ -11,6 +11,7 @@ from stages.data import encode_labels, read_split
 from stages.files import file_sha256
 
 
+@pytest.mark.backends
 @pytest.mark.slow
 def test_train_writes_model_report_and_curves(tiny_project):
     assert run_stage(train, "digits_cnn") is None
@@ -38,6 +39,7 @@ def test_peak_memory_is_the_stages_own_not_its_parents(tmp_path):
     del ballast
 
 
+@pytest.mark.backends
 @pytest.mark.slow
 def test_saved_model_is_the_best_epoch(tiny_project):
     params = load_params()
@@ -57,6 +59,7 @@ def test_saved_model_is_the_best_epoch(tiny_project):
     assert report["best_val_accuracy"] == pytest.approx(val_curve[:, 1].max())
 
 
+@pytest.mark.backends
 @pytest.mark.slow
 def test_fine_tune_runs_a_second_phase(tiny_project):
     assert run_stage(train, "digits_transfer") is None
@@ -85,6 +88,7 @@ def test_unfreeze_top_layers_of_a_pretrained_backbone(tmp_path):
     assert any(isinstance(layer, keras.layers.BatchNormalization) for layer in top)
 
 
+@pytest.mark.backends
 def test_fine_tuning_keeps_batch_norm_in_inference_mode():
     """Keras 3 passes fit's training=True into a backbone called with training=False; a frozen batch
     norm is what keeps its statistics."""
@@ -118,6 +122,7 @@ def model_weights(project, name):
     return [w.numpy() for w in keras.models.load_model(project / "models" / f"{name}.keras", compile=False).weights]
 
 
+@pytest.mark.backends
 @pytest.mark.slow
 def test_same_seed_same_model_other_seed_other_model(tiny_project):
     assert run_stage(train, "digits_cnn") is None
@@ -150,7 +155,9 @@ def test_balanced_class_weight():
     (lambda p: p["models"]["faces_cnn"].update(train={"epochs": -1}), "models.faces_cnn.train.epochs"),
     (lambda p: p["models"]["faces_cnn"].update(train={"epoch": 3}), "unknown key(s) epoch"),
     (lambda p: p["train"].update(optimizer="adamax"), "train.optimizer) must be one of adam"),
-    (lambda p: p["train"].update(distribution="multi_worker"), "multi_worker is not offered: Keras 3's fit cannot"),
+    (lambda p: p["train"].update(distribution="mirrored"), "mirrored is not offered: Keras's DataParallel"),
+    (lambda p: p["train"].update(distribution="data_parallel"), "data_parallel needs train.backend: jax"),
+    (lambda p: p["train"].update(backend="torch"), "train.backend) must be one of tensorflow, jax, got 'torch'"),
     (lambda p: p["models"]["faces_cnn"].update(network={"augmentation": {"blur": 1}}), "unknown augmentation key(s) blur"),
     (lambda p: p["models"]["faces_cnn"].update(dataset="digits"), "happy_cnn is a binary classifier; the dataset has 3"),
     (lambda p: p["models"]["faces_cnn"].update(network={"filterz": 3}), "unexpected keyword argument 'filterz'"),
@@ -180,49 +187,11 @@ def test_labels_that_do_not_fit_the_declared_classes(tiny_project):
     assert "labels 3 wide, but params.yaml declares 4 classes" in run_stage(train, "digits_cnn")
 
 
-TWO_CPU_DEVICES = """
-import sys
-import tensorflow as tf
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from stages import train
-train.main(sys.argv[1:])
-"""
-
-
-def train_in_subprocess(project, name, launcher=("-m", "stages.train")):
-    """Run the train stage in a fresh process, as `dvc repro` does (TensorFlow's global settings
-    included); launcher ("-c", TWO_CPU_DEVICES) first splits the CPU into two logical devices."""
-    result = run_python(*launcher, name, cwd=project)
+def train_in_subprocess(project, name):
+    """Run the train stage in a fresh process, as `dvc repro` does (the backend's global settings included)."""
+    result = run_python("-m", "stages.train", name, cwd=project)
     assert result.returncode == 0, result.stderr[-3000:]
     return read_train_report(project, name), model_weights(project, name)
-
-
-@pytest.mark.slow
-def test_mirrored_run_on_two_cpu_devices_matches_a_single_device_run(tiny_project):
-    single_report, single_weights = train_in_subprocess(tiny_project, "digits_cnn", ("-c", TWO_CPU_DEVICES))
-    params = load_params()
-    params["train"]["distribution"] = "mirrored"
-    save_params(tiny_project, params)
-
-    mirrored_report, mirrored_weights = train_in_subprocess(tiny_project, "digits_cnn", ("-c", TWO_CPU_DEVICES))
-
-    assert (single_report["replicas"], mirrored_report["replicas"]) == (1, 2)
-    assert mirrored_report["distribution"] == "mirrored"
-    # The same global batches, split in two and summed back: equal up to floating-point order.
-    for single, mirrored in zip(single_weights, mirrored_weights):
-        np.testing.assert_allclose(single, mirrored, atol=1e-4)
-    assert mirrored_report["best_val_loss"] == pytest.approx(single_report["best_val_loss"], abs=1e-3)
-
-
-@pytest.mark.slow
-def test_batch_that_does_not_split_over_the_replicas(tiny_project):
-    params = load_params()
-    params["train"].update(distribution="mirrored", batch_size=7)
-    save_params(tiny_project, params)
-    result = run_python("-c", TWO_CPU_DEVICES, "digits_cnn", cwd=tiny_project)
-    assert result.returncode == 1
-    assert "batch_size 7 does not split evenly over 2 replicas of the mirrored distribution" in result.stderr
 
 
 @pytest.mark.slow
