@@ -1,10 +1,12 @@
 """Benchmark the pipeline on this machine (a user command, not a stage), by part: our train stage against
-plain Keras, with ResNet50's FLOP/s (speed); each model by precision and XLA on random images, TensorFlow
-or not (variants); the stages on SMILEsmileD made 1x and 10x its size (scale); two queued experiments
-(queue); a `dvc repro` with nothing to do (noop). Writes reports/benchmarks.md and .json, keeping what
-parts not run now measured, with the variants part's GPU runs (reports/benchmarks_gpu.json). Run it idle:
+plain Keras on each Keras backend, with ResNet50's FLOP/s (speed); each model by precision and XLA on
+random images, on the backend KERAS_BACKEND names (variants); the stages on SMILEsmileD made 1x and 10x
+its size (scale); two queued experiments (queue); a `dvc repro` with nothing to do (noop). Writes
+reports/benchmarks.md and .json, keeping what parts not run now measured, with the variants part's GPU
+runs (reports/benchmarks_gpu.json). Run it idle:
 
-    python -m benchmarks.benchmark [--parts speed,variants,scale,queue,noop] [--models a,b] [--repeats 2]
+    python -m benchmarks.benchmark [--parts speed,variants,scale,queue,noop] [--backends tensorflow,jax]
+                                   [--models a,b] [--repeats 2]
 """
 
 import argparse
@@ -24,6 +26,7 @@ import yaml
 
 from benchmarks import backend_speed
 from benchmarks.backend_speed import VARIANTS
+from stages.backend import use_backend
 from stages.config import LOCAL_DATA_ENV, LOCAL_WEIGHTS_ENV, PARAMS_FILE, PROCESSED_DIR, load_params, model_spec
 from stages.files import staged_path, write_json
 
@@ -99,11 +102,12 @@ def stage_speed(directory, model):
 def keras_baseline(model):
     """Plain `model.fit` on the split's arrays in memory, from the train stage's own setup (model, seed,
     validation carve, class weights) and compile settings. Runs as `benchmark --baseline <model>`."""
+    spec = model_spec(load_params(), model)
+    use_backend(spec.train["backend"])
     import keras
 
     from stages.train import compile_model, prepare_training
 
-    spec = model_spec(load_params(), model)
     setup, train = prepare_training(spec), spec.train
     compile_model(setup.model, train["optimizer"], train["learning_rate"], spec.dataset.num_classes,
                   setup.runtime["jit_compile"])
@@ -146,13 +150,17 @@ def compare_sides(ours_runs, keras_runs):
             "ratio_range": [round(min(pairs), 3), round(max(pairs), 3)]}
 
 
-def training_speed(params, models, epochs, repeats, workdir):
-    results = {}
+def training_speed(params, models, epochs, repeats, workdir, backend):
+    """Our stage against plain Keras, per model, with every model's train.backend set to `backend`."""
+    params, results = json.loads(json.dumps(params)), {}
+    params["train"]["backend"] = backend
+    for block in params["models"].values():
+        block.get("train", {}).pop("backend", None)
     for model in models:
         runs, spec = {"ours": [], "keras": []}, model_spec(params, model)
         for repeat, order in enumerate(run_order(repeats)):
-            log.info("speed: %s (%d epochs), repeat %d of %d", model, epochs, repeat + 1, repeats)
-            folder = scratch_project(workdir / model / f"repeat-{repeat + 1}", params, model, epochs)
+            log.info("speed on %s: %s (%d epochs), repeat %d of %d", backend, model, epochs, repeat + 1, repeats)
+            folder = scratch_project(workdir / backend / model / f"repeat-{repeat + 1}", params, model, epochs)
             for side in order:
                 runs[side].append(stage_speed(folder, model) if side == "ours" else baseline_speed(folder, model))
         entry = results[model] = {"batch_size": spec.train["batch_size"], **compare_sides(runs["ours"], runs["keras"])}
@@ -260,31 +268,48 @@ def table(rows):
 
 
 def speed_rows(speed):
-    for model, entry in speed.items():
-        ours, plain = entry["ours"], entry["keras"]
-        yield {"model": model, "batch": entry["batch_size"], "ours img/s": f"{ours['images_per_second']:.0f}",
+    for backend, models in speed.items():
+        for model, entry in models.items():
+            yield speed_row(backend, model, entry)
+
+
+def speed_row(backend, model, entry):
+    ours, plain = entry["ours"], entry["keras"]
+    return {"backend": backend, "model": model, "batch": entry["batch_size"], "ours img/s": f"{ours['images_per_second']:.0f}",
                "Keras img/s": f"{plain['images_per_second']:.0f}", "ratio": f"{entry['ratio']:.2f}",
                "ratio per repeat": "-".join(f"{ratio:.2f}" for ratio in entry["ratio_range"]),
                "steady ratio": f"{entry['steady_ratio']:.2f}",
-               "ours peak MiB (training / stage)": f"{ours['training_peak_rss_mib']:.0f} / {ours['peak_rss_mib']:.0f}",
-               "Keras peak MiB": f"{plain['peak_rss_mib']:.0f}"}
+            "ours peak MiB (training / stage)": f"{ours['training_peak_rss_mib']:.0f} / {ours['peak_rss_mib']:.0f}",
+            "Keras peak MiB": f"{plain['peak_rss_mib']:.0f}"}
+
+
+def backend_rows(speed):
+    """Per model measured on both backends: JAX's images/s over TensorFlow's, our stage's and plain Keras's."""
+    if not {"tensorflow", "jax"} <= set(speed):
+        return
+    for model in speed["tensorflow"]:
+        if model in speed["jax"]:
+            tf, jax = speed["tensorflow"][model], speed["jax"][model]
+            yield {"model": model, **{f"{side} JAX / TensorFlow": f"{jax[key]['images_per_second'] / tf[key]['images_per_second']:.2f}"
+                                      for side, key in (("our stage", "ours"), ("plain Keras", "keras"))}}
 
 
 def variant_rows(run):
     """One row per model of a variants run: images/s per variant, or why it did not run."""
     for model, entry in run["models"].items():
-        yield {"model": model, "batch": next(iter(entry.values()))["batch_size"], **{
+        yield {**({"backend": run["machine"]["backend"]} if "machine" in run else {}), "model": model, "batch": next(iter(entry.values()))["batch_size"], **{
             f"{variant} img/s": figures.get("error") or f"{figures['images_per_second']:,.0f}" + (
                 "" if figures["jit_compile"] else " (no XLA)") for variant, figures in entry.items()}}
 
 
 def flops_lines(results):
     """Each ResNet50's achieved training FLOP/s against the measured peak: on this CPU, and in the GPU runs."""
-    for model, entry in results.get("speed", {}).items():
-        if "achieved_flops" in entry:
-            yield (f"- {model}, our stage on this machine: {entry['forward_flops_per_image'] / 1e9:.2f} GFLOPs per "
-                   f"image forward, {entry['achieved_flops'] / 1e9:.1f} GFLOP/s, "
-                   f"{100 * entry['achieved_flops'] / results['peak']:.0f} % of the float32 peak")
+    for backend, models in results.get("speed", {}).items():
+        for model, entry in models.items():
+            if "achieved_flops" in entry:
+                yield (f"- {model}, our stage on {backend} on this machine: {entry['forward_flops_per_image'] / 1e9:.2f} "
+                       f"GFLOPs per image forward, {entry['achieved_flops'] / 1e9:.1f} GFLOP/s, "
+                       f"{100 * entry['achieved_flops'] / results['peak']:.0f} % of the float32 peak")
     for run in (results.get("gpu") or {}).get("runs", []):
         for model, entry in run["models"].items():
             forward = entry.get("float32_xla", {}).get("forward_flops_per_image")
@@ -326,10 +351,14 @@ def markdown(results):
     """The template's section for each part with figures, its tables filled in."""
     tables = {"flops": "\n".join(flops_lines(results)),
               "gpu": "\n\n".join(gpu_table(run) for run in (results.get("gpu") or {}).get("runs", []))}
-    for part, rows in (("speed", speed_rows), ("variants", variant_rows), ("scale", scale_rows)):
+    for part, rows in (("speed", speed_rows), ("scale", scale_rows)):
         if results.get(part):
             tables[part] = table(rows(results[part]))
-    shown = {part for part in PARTS if results.get(part)} | {part for part in ("flops", "gpu") if tables[part]}
+    tables["backends"] = table(backend_rows(results["speed"])) if list(backend_rows(results.get("speed") or {})) else ""
+    if results.get("variants"):
+        tables["variants"] = "\n\n".join(table(variant_rows(run)) for run in results["variants"].values())
+    shown = {part for part in PARTS if results.get(part)} | {part for part in ("flops", "gpu", "backends")
+                                                             if tables[part]}
     fields = {**results, "SCALE_DATASET": SCALE_DATASET, "SCALE_MODEL": SCALE_MODEL, "tables": tables, "stamp": {
         part: f"Measured at commit {when['commit']} on {when['date']}." for part, when in results["parts"].items()}}
     head, *sections = Path(__file__).with_name("report_template.md").read_text().split("<!-- part: ")
@@ -340,6 +369,11 @@ def markdown(results):
 def earlier_results(path):
     """What an earlier run measured, to keep for the parts not measured now."""
     earlier = json.loads(path.read_text()) if path.is_file() else {}
+    # Reports before the speed part timed both backends held one backend's figures, TensorFlow's.
+    if any("ours" in entry for entry in earlier.get("speed", {}).values()):
+        earlier["speed"] = {"tensorflow": earlier["speed"]}
+    if "models" in (earlier.get("variants") or {}):
+        earlier["variants"] = {earlier["variants"]["machine"]["backend"]: earlier["variants"]}
     return {**{key: earlier[key] for key in (*PARTS, "peak", "epochs", "repeats") if key in earlier},
             "parts": {part: when for part, when in earlier.get("parts", {}).items() if part in earlier}}
 
@@ -357,6 +391,7 @@ def main(argv=None):
     parser.add_argument("--models", help="comma-separated models to time (default: all in params.yaml)")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per training-speed run (default 3)")
     parser.add_argument("--repeats", type=int, default=2, help="runs of our stage and of plain Keras per model (default 2)")
+    parser.add_argument("--backends", default="tensorflow,jax", help="speed: Keras backends to time (default both)")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"of {', '.join(VARIANTS)} (default all)")
     parser.add_argument("--variant-images", type=int, default=512, help="random images per variant epoch (default 512)")
     parser.add_argument("--budget-seconds", type=float, default=float("inf"), help="variants: start none after this")
@@ -384,8 +419,10 @@ def main(argv=None):
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
                             text=True).stdout.strip() or "unknown"
     with tempfile.TemporaryDirectory(prefix="benchmark-") as workdir:
-        measures = {"speed": lambda: training_speed(params, models, args.epochs, args.repeats, Path(workdir)),
-                    "variants": lambda: variant_speeds(models, variants, args.variant_images, 2, args.budget_seconds),
+        measures = {"speed": lambda: {backend: training_speed(params, models, args.epochs, args.repeats, Path(workdir),
+                                                              backend) for backend in args.backends.split(",")},
+                    "variants": lambda: {**(results.get("variants") or {}), os.environ.get("KERAS_BACKEND", "tensorflow"):
+                                         variant_speeds(models, variants, args.variant_images, 2, args.budget_seconds)},
                     "scale": lambda: {f"{f}x": scale_run(params, int(f), Path(workdir)) for f in args.scale_factors.split(",")},
                     "queue": lambda: queue_timing(params, SCALE_MODEL, args.epochs), "noop": noop_repro}
         if "speed" in parts:
