@@ -10,6 +10,7 @@ runs (reports/benchmarks_gpu.json). Run it idle:
 """
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -172,7 +173,7 @@ def training_speed(params, models, epochs, repeats, workdir, backend):
     return results
 
 
-def variant_speeds(models, variants, images, epochs, budget_seconds):
+def variant_speeds(models, variants, images, epochs, budget_seconds, batch_size=None):
     """Every model in every variant (each variant over all models first: a run cut short covers every model)."""
     started, params, machine = time.perf_counter(), load_params(), backend_speed.machine_description()
     size = 8192 if machine["gpus"] else 2048
@@ -186,6 +187,8 @@ def variant_speeds(models, variants, images, epochs, budget_seconds):
                 results["skipped"].append(f"{model} {variant}")
                 continue
             spec = model_spec(params, model)
+            if batch_size:
+                spec = dataclasses.replace(spec, train={**spec.train, "batch_size": batch_size})
             try:
                 entry[variant] = backend_speed.measure(spec, variant, *backend_speed.random_split(spec, images), epochs)
             except Exception as error:  # noqa: BLE001 (a variant the backend cannot run is reported, not fatal)
@@ -394,6 +397,7 @@ def main(argv=None):
     parser.add_argument("--backends", default="tensorflow,jax", help="speed: Keras backends to time (default both)")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"of {', '.join(VARIANTS)} (default all)")
     parser.add_argument("--variant-images", type=int, default=512, help="random images per variant epoch (default 512)")
+    parser.add_argument("--variant-batch-size", type=int, help="variants: this batch size instead of each model's")
     parser.add_argument("--budget-seconds", type=float, default=float("inf"), help="variants: start none after this")
     parser.add_argument("--scale-factors", default="1,10", help="dataset sizes of the scale part (default 1,10)")
     parser.add_argument("--gpu-results", default="reports/benchmarks_gpu.json", help="the variants part's GPU runs")
@@ -422,7 +426,8 @@ def main(argv=None):
         measures = {"speed": lambda: {backend: training_speed(params, models, args.epochs, args.repeats, Path(workdir),
                                                               backend) for backend in args.backends.split(",")},
                     "variants": lambda: {**(results.get("variants") or {}), os.environ.get("KERAS_BACKEND", "tensorflow"):
-                                         variant_speeds(models, variants, args.variant_images, 2, args.budget_seconds)},
+                                         variant_speeds(models, variants, args.variant_images, 2, args.budget_seconds,
+                                                       args.variant_batch_size)},
                     "scale": lambda: {f"{f}x": scale_run(params, int(f), Path(workdir)) for f in args.scale_factors.split(",")},
                     "queue": lambda: queue_timing(params, SCALE_MODEL, args.epochs), "noop": noop_repro}
         if "speed" in parts:

@@ -328,8 +328,10 @@ def provenance(params, specs):
 def settings_line(spec):
     """The parameters that shape a model, as the report states them."""
     train = spec.train
-    parts = [f"builder `{spec.builder}`", f"{train['optimizer']} at {train['learning_rate']:g}",
-             f"batch {train['batch_size']}", f"up to {train['epochs']} epochs"]
+    parts = [f"builder `{spec.builder}`", f"Keras on {train['backend']}" + (
+                 ", data parallel" if train["distribution"] == "data_parallel" else ""),
+             f"{train['optimizer']} at {train['learning_rate']:g}", f"batch {train['batch_size']}",
+             f"up to {train['epochs']} epochs"]
     if train.get("fine_tune"):
         fine_tune = train["fine_tune"]
         parts.append(f"then {fine_tune['epochs']} fine-tuning epochs of the top {fine_tune['layers']} layers "
@@ -350,7 +352,7 @@ def write_report(params, specs, table):
              "Test figures are on each dataset's held-out test split, never seen in training; "
              "validation figures on the split carved from the training set. Brackets hold 95 % intervals: "
              "Wilson's for accuracy, a seeded bootstrap over the test images (1,000 resamples) for balanced "
-             "accuracy and macro F1. Training time, device and versions of each run are in "
+             "accuracy and macro F1. Training time, devices, processes and versions of each run are in "
              "`reports/runs/<model>.json`.", "",
              "![Test accuracy and macro F1 per model](figures/scores.png)", ""]
     for dataset in dict.fromkeys(spec.dataset.name for spec in specs):

@@ -3,9 +3,13 @@
 Carves a stratified validation split from the training set (never the test set), trains with the
 model's merged `train` settings, keeps the best epoch by the validation monitor, and optionally
 fine-tunes the top layers of a transfer model's backbone at a lower learning rate, on the Keras
-backend that `train.backend` names (stages/backend.py). Data stream from disk (stages/inputs.py). Writes models/<model>.keras, reports/train/<model>.json and
-dvclive's per-epoch curves under reports/train/<model>/. A run that is killed resumes from its last
-completed epoch when it is started again with the same settings, data and code (stages/resume.py).
+backend that `train.backend` names (stages/backend.py), over several devices and processes with
+`distribution: data_parallel`. Data stream from disk (stages/inputs.py). Writes
+models/<model>.keras, reports/train/<model>.json and dvclive's per-epoch curves under
+reports/train/<model>/. A run that is killed resumes from its last completed epoch when it is
+started again with the same settings, data and code (stages/resume.py).
+
+Keras is imported inside the functions: main() sets the backend first.
 
     python -m stages.train <model>
 """

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pytest
 import yaml
 from PIL import Image
 
@@ -76,6 +77,9 @@ def on_jax():
     """Whether this test pass runs Keras on JAX (KERAS_BACKEND=jax); otherwise on TensorFlow."""
     return os.environ.get("KERAS_BACKEND") == "jax"
 
+
+# For a backends test whose JAX run adds minutes and nothing the TensorFlow run does not check.
+TENSORFLOW_PASS_ONLY = pytest.mark.skipif(on_jax(), reason="checked on TensorFlow; the code is the same on JAX")
 
 TRAIN_DEFAULTS = {
     "optimizer": "adam", "learning_rate": 0.01, "batch_size": 8, "epochs": 3, "validation_fraction": 0.25,

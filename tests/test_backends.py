@@ -26,28 +26,31 @@ MODELS = {
                      "augmentation": {"flip": "horizontal"}}),
 }
 
-# On JAX, without TensorFlow or this project: load the file, predict the images, save the outputs.
+# On JAX, without TensorFlow or this project: load each model file, predict the images, save the outputs.
 PREDICT_ON_JAX = """
 import sys
 import numpy as np
 import keras
 assert keras.backend.backend() == "jax"
-model = keras.saving.load_model(sys.argv[1])
-np.save(sys.argv[3], np.asarray(model.predict(np.load(sys.argv[2]), verbose=0)))
+images = np.load(sys.argv[1])
+for name in sys.argv[2:]:
+    model = keras.saving.load_model(f"{name}.keras")
+    np.save(f"{name}-jax.npy", np.asarray(model.predict(images, verbose=0)))
 assert "tensorflow" not in sys.modules and "stages" not in sys.modules
 """
 
-# On JAX, with this project's builders: build, save, and predict the images.
+# On JAX, with this project's builders: build and save each model, and predict the images.
 BUILD_ON_JAX = """
 import json, sys
 import numpy as np
 import keras
 from stages.models import get_builder, save_model
-keras.utils.set_random_seed(3)
-num_classes, network = json.loads(sys.argv[2])
-model = get_builder(sys.argv[1])((64, 64, 3), num_classes, **network)
-save_model(model, sys.argv[3])
-np.save(sys.argv[5], np.asarray(model.predict(np.load(sys.argv[4]), verbose=0)))
+images = np.load(sys.argv[1])
+for builder, (num_classes, network) in json.loads(sys.argv[2]).items():
+    keras.utils.set_random_seed(3)
+    model = get_builder(builder)((64, 64, 3), num_classes, **network)
+    save_model(model, f"{builder}.keras")
+    np.save(f"{builder}-jax.npy", np.asarray(model.predict(images, verbose=0)))
 """
 
 
@@ -59,35 +62,35 @@ def on_jax_without_tensorflow(*args, cwd, project_code):
     assert result.returncode == 0, result.stderr[-3000:]
 
 
-def images(tmp_path):
+def random_images(tmp_path):
     path = tmp_path / "images.npy"
     np.save(path, np.random.default_rng(0).random((4, 64, 64, 3), dtype=np.float32))
     return path
 
 
-@pytest.mark.parametrize("builder", MODELS)
-def test_a_model_written_on_tensorflow_predicts_the_same_on_jax(tmp_path, builder):
-    num_classes, network = MODELS[builder]
-    keras.utils.set_random_seed(3)
-    model = get_builder(builder)((64, 64, 3), num_classes, **network)
-    save_model(model, tmp_path / "model.keras")
-    expected = model.predict(np.load(images(tmp_path)), verbose=0)
+def test_model_files_written_on_tensorflow_predict_the_same_on_jax(tmp_path):
+    images, expected = np.load(random_images(tmp_path)), {}
+    for builder, (num_classes, network) in MODELS.items():
+        keras.utils.set_random_seed(3)
+        model = get_builder(builder)((64, 64, 3), num_classes, **network)
+        save_model(model, tmp_path / f"{builder}.keras")
+        expected[builder] = model.predict(images, verbose=0)
 
-    on_jax_without_tensorflow("-c", PREDICT_ON_JAX, str(tmp_path / "model.keras"), str(tmp_path / "images.npy"),
-                              str(tmp_path / "outputs.npy"), cwd=tmp_path, project_code=False)
+    on_jax_without_tensorflow("-c", PREDICT_ON_JAX, "images.npy", *MODELS, cwd=tmp_path, project_code=False)
 
-    np.testing.assert_allclose(np.load(tmp_path / "outputs.npy"), expected, atol=1e-5)
+    for builder in MODELS:
+        np.testing.assert_allclose(np.load(tmp_path / f"{builder}-jax.npy"), expected[builder], atol=1e-5)
 
 
-@pytest.mark.parametrize("builder", MODELS)
-def test_a_model_written_on_jax_predicts_the_same_on_tensorflow(tmp_path, builder):
-    on_jax_without_tensorflow("-c", BUILD_ON_JAX, builder, json.dumps(MODELS[builder]), str(tmp_path / "model.keras"),
-                              str(images(tmp_path)), str(tmp_path / "outputs.npy"), cwd=tmp_path, project_code=True)
+def test_model_files_written_on_jax_predict_the_same_on_tensorflow(tmp_path):
+    images = np.load(random_images(tmp_path))
+    on_jax_without_tensorflow("-c", BUILD_ON_JAX, "images.npy", json.dumps(MODELS), cwd=tmp_path, project_code=True)
 
-    model = keras.saving.load_model(tmp_path / "model.keras")
     assert keras.backend.backend() == "tensorflow"
-    np.testing.assert_allclose(model.predict(np.load(tmp_path / "images.npy"), verbose=0),
-                               np.load(tmp_path / "outputs.npy"), atol=1e-5)
+    for builder in MODELS:
+        model = keras.saving.load_model(tmp_path / f"{builder}.keras")
+        np.testing.assert_allclose(model.predict(images, verbose=0), np.load(tmp_path / f"{builder}-jax.npy"),
+                                   atol=1e-5)
 
 
 def test_run_python_on_the_jax_pass_shadows_tensorflow():

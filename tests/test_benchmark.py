@@ -135,7 +135,7 @@ def test_gpu_runs_show_each_variant_and_resnet50_flops_against_the_peak():
                                "forward_flops_per_image": 0.5e9},
                "mixed_bfloat16_xla": {"error": "ValueError: no", "batch_size": 32}}}}
     row = next(benchmark.variant_rows(run))
-    assert list(row.values()) == ["tiny_resnet50", 32, "100 (no XLA)", "2,000", "ValueError: no"]
+    assert list(row.values()) == ["jax", "tiny_resnet50", 32, "100 (no XLA)", "2,000", "ValueError: no"]
     lines = list(benchmark.flops_lines({"peak": 1e11, "gpu": {"runs": [run]}}))
     assert lines == ["- tiny_resnet50 on Some GPU, float32_xla: 3.00 TFLOP/s, 6.0 % of the measured float32 peak"]
 
@@ -147,6 +147,15 @@ def test_a_run_of_some_parts_keeps_the_figures_of_the_others(tmp_path):
     assert benchmark.earlier_results(path) == {"parts": {"noop": {"commit": "abc", "date": "2026-01-01"}},
                                                "noop": {"median_seconds": 1.5}}, "parts no longer measured go"
     assert benchmark.earlier_results(tmp_path / "none.json") == {"parts": {}}
+
+
+def test_figures_from_before_both_backends_were_timed_read_as_tensorflow_s(tmp_path):
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps({"parts": {"speed": {}, "variants": {}}, "speed": {"m": {"ours": {}, "keras": {}}},
+                                "variants": {"machine": {"backend": "tensorflow"}, "models": {}}}))
+    earlier = benchmark.earlier_results(path)
+    assert earlier["speed"] == {"tensorflow": {"m": {"ours": {}, "keras": {}}}}
+    assert earlier["variants"] == {"tensorflow": {"machine": {"backend": "tensorflow"}, "models": {}}}
 
 
 def test_stages_run_reads_dvcs_lines_in_order():

@@ -5,7 +5,8 @@ from helpers import REPO_ROOT, run_python
 STARTUP_LINES = ("All log messages before absl::InitializeLog", "oneDNN custom operations are on")
 
 
-def test_tensorflow_startup_lines_are_filtered_and_come_back_when_verbose():
+def test_tensorflow_startup_lines_are_filtered_and_come_back_when_verbose(monkeypatch):
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)  # as a stage starts: importing stages here set it
     quiet = run_python("-c", "import stages, keras; keras.ops.ones(1)", cwd=REPO_ROOT, env={"PIPELINE_VERBOSE": ""})
     verbose = run_python("-c", "import stages, keras; keras.ops.ones(1)", cwd=REPO_ROOT, env={"PIPELINE_VERBOSE": "1"})
     assert quiet.returncode == verbose.returncode == 0, quiet.stderr + verbose.stderr

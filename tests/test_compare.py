@@ -105,6 +105,8 @@ def test_report_table_best_model_and_csv(reports):
     assert "ROC AUC" in report.split("## faces")[1] and "ROC AUC" not in report.split("## faces")[0]
     assert "`digits_transfer` was trained from random initial weights" in report
     assert "seed 5" in report and "33 training images" in report
+    backend = load_params()["train"]["backend"]
+    assert f"- `digits_big`: builder `signs_cnn`; Keras on {backend}; adam at" in report, "each model's backend"
     assert "uncommitted" not in report
     assert "External test sets, photos from elsewhere, never used to train or to choose settings: `course`, 20 " \
            "images." in report

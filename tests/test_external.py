@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from helpers import dataset_block, leftovers, run_stage, write_course_h5, write_image_folders, write_params
+from helpers import TRAIN_DEFAULTS, dataset_block, leftovers, run_stage, write_course_h5, write_image_folders, write_params
 
 from stages import download, evaluate, preprocess
 from stages.config import ParamsError, dataset_spec, load_params, model_spec
@@ -102,10 +102,7 @@ def evaluated_inputs(project, with_external):
     """The data stages run, a (random) model saved where train puts it."""
     assert run_stage(download, "tiny") is None and run_stage(preprocess, "tiny") is None
     params = load_params()
-    params.update(train={"optimizer": "adam", "learning_rate": 0.01, "batch_size": 4, "epochs": 1,
-                         "validation_fraction": 0.25, "monitor": "val_loss", "early_stopping_patience": None,
-                         "class_weight": None, "fine_tune": None, "mixed_precision": "auto", "jit_compile": False,
-                         "distribution": "none"},
+    params.update(train=dict(TRAIN_DEFAULTS, batch_size=4, epochs=1),
                   models={"tiny_cnn": {"dataset": "tiny", "builder": "signs_cnn"}})
     (project / "params.yaml").write_text(json.dumps(params))
     spec = model_spec(load_params(), "tiny_cnn")

@@ -6,7 +6,7 @@ import signal
 import keras
 import numpy as np
 import pytest
-from helpers import read_train_report, run_python, run_stage, save_params
+from helpers import TENSORFLOW_PASS_ONLY, read_train_report, run_python, run_stage, save_params
 
 from stages import evaluate, resume, train
 from stages.config import load_params, model_spec
@@ -69,9 +69,11 @@ def use_transfer_with_dropout_and_augmentation(project):
 @pytest.mark.slow
 @pytest.mark.parametrize("name, killed_after", [
     ("digits_cnn", 2),        # mid-run
-    ("digits_transfer", 1),   # in the first phase
-    ("digits_transfer", 2),   # after the first phase's last epoch, before fine-tuning saved anything
-    ("digits_transfer", 3),   # in the fine-tuning phase
+    # The phases' bookkeeping is the same on both backends, and XLA compiling MobileNet takes minutes
+    # on this CPU: the JAX pass resumes the CNN alone.
+    pytest.param("digits_transfer", 1, marks=TENSORFLOW_PASS_ONLY),   # in the first phase
+    pytest.param("digits_transfer", 2, marks=TENSORFLOW_PASS_ONLY),   # between the phases
+    pytest.param("digits_transfer", 3, marks=TENSORFLOW_PASS_ONLY),   # in the fine-tuning phase
 ])
 def test_killed_run_resumes_and_ends_like_an_uninterrupted_one(tiny_project, name, killed_after, caplog):
     use_transfer_with_dropout_and_augmentation(tiny_project)
