@@ -41,9 +41,10 @@ SCALE_STAGES = (("download", SCALE_DATASET), ("preprocess", SCALE_DATASET), ("tr
 
 
 def python_env(**extra):
-    """This environment with the project importable, the LOCAL_* folders absolute (runs happen elsewhere),
+    """This environment with the project importable (before what PYTHONPATH holds: the GPU check's wheels),
+    the LOCAL_* folders absolute (runs happen elsewhere),
     and this interpreter first on PATH (dvc.yaml's commands say `python`)."""
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT),
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
            "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]), **extra}
     for name in (LOCAL_DATA_ENV, LOCAL_WEIGHTS_ENV):
         if env.get(name):
@@ -405,6 +406,7 @@ def main(argv=None):
     parser.add_argument("--baseline", help=argparse.SUPPRESS)  # internal: the plain-Keras run of one model
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    logging.getLogger("jax").setLevel(logging.WARNING)  # its INFO line for each accelerator it does not find
     if args.baseline:
         return keras_baseline(args.baseline)
     parts, variants, params = args.parts.split(","), args.variants.split(","), load_params()

@@ -4,7 +4,8 @@
 # It brings, in ignored folders of the checkout: the wheels of .whl/ (benchmarks/gpu_wheels.sh) and, in
 # .gpu-data/, digits 0-5 of the signs folder, the course SIGNS test file and the MobileNetV2 weights
 # (benchmarks/gpu_data.sh). Writes to $OUT: each stage's seconds, the logs, the run facts, the metrics and
-# the benchmark's figures. DRY_RUN=1 cuts every training to one epoch, to rehearse it on a CPU.
+# the benchmark's figures. DRY_RUN=1 cuts every training to one epoch and the benchmark to a few images, to
+# rehearse it on a CPU.
 #
 #   OUT=/some/folder bash benchmarks/gpu_check.sh
 set -uo pipefail
@@ -48,12 +49,13 @@ done
 printf 'pipeline\t%s\n' "$(seconds_since "$started")" | tee -a "$OUT/stage_seconds.tsv"
 tar -czf "$OUT/reports.tar.gz" reports/runs reports/metrics reports/train/*.json reports/comparison.md 2>/dev/null
 
-epochs=$([ -n "${DRY_RUN:-}" ] && echo 1 || echo 3)
+epochs=3 images=4096
+[ -n "${DRY_RUN:-}" ] && epochs=1 images=64
 python3 -m benchmarks.benchmark --parts speed,variants --backends jax --models "${models// /,}" --repeats 1 \
-    --epochs "$epochs" --variants as_configured,augmented_no_xla,float32_xla --variant-images 4096 \
+    --epochs "$epochs" --variants as_configured,augmented_no_xla,float32_xla --variant-images "$images" \
     --gpu-results none --output "$OUT/benchmarks" >"$OUT/benchmark.log" 2>&1 || { tail -20 "$OUT/benchmark.log"; exit 1; }
 # ResNet50 at a batch of 256, with and without its augmentation, against the float32 peak.
 python3 -m benchmarks.benchmark --parts variants --models signs_resnet50 --variants as_configured,float32_xla \
-    --variant-images 8192 --variant-batch-size 256 --gpu-results none --output "$OUT/benchmarks-256" \
+    --variant-images "$((2 * images))" --variant-batch-size 256 --gpu-results none --output "$OUT/benchmarks-256" \
     >>"$OUT/benchmark.log" 2>&1 || { tail -20 "$OUT/benchmark.log"; exit 1; }
 grep -h "images/s\|wrote" "$OUT/benchmark.log" | tail -12
