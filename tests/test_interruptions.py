@@ -68,10 +68,9 @@ def use_transfer_with_dropout_and_augmentation(project):
 @pytest.mark.backends
 @pytest.mark.slow
 @pytest.mark.parametrize("name, killed_after", [
-    ("digits_cnn", 2),        # mid-run
+    ("digits_cnn", 2),        # mid-run (a phase like any other: the transfer model's first is no different)
     # The phases' bookkeeping is the same on both backends, and XLA compiling MobileNet takes minutes
     # on this CPU: the JAX pass resumes the CNN alone.
-    pytest.param("digits_transfer", 1, marks=TENSORFLOW_PASS_ONLY),   # in the first phase
     pytest.param("digits_transfer", 2, marks=TENSORFLOW_PASS_ONLY),   # between the phases
     pytest.param("digits_transfer", 3, marks=TENSORFLOW_PASS_ONLY),   # in the fine-tuning phase
 ])
