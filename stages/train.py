@@ -273,8 +273,9 @@ def train_model(spec):
                           callbacks=[*callbacks, curves], verbose=2 if lead else 0)
     run.checkpoint.wait()
 
-    log.info("%s: process %d of %d holds weights sha256:%s", spec.name, shard.index + 1, shard.count,
-             weights_digest(model))
+    if shard.count > 1:  # the processes' weights, to compare at a glance
+        log.info("%s: process %d of %d holds weights sha256:%s", spec.name, shard.index + 1, shard.count,
+                 weights_digest(model))
     if lead:
         save_model(model, spec.model_path)
         write_reports(spec, model, run, runtime, len(train_indices), len(validation_indices))
