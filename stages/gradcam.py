@@ -100,7 +100,7 @@ def heatmaps(model, images, layer_name=None):
     except (ValueError, TypeError) as error:
         raise not_a_chain from error
     predicted = np.eye(logits.shape[-1], dtype=np.float32)[logits.argmax(axis=-1)]
-    _, gradients = gradient(lambda features: class_scores(features) * predicted, features)
+    gradients = gradient(lambda features: class_scores(features) * predicted, features)
     weights = ops.mean(ops.cast(gradients, "float32"), axis=(1, 2), keepdims=True)
     cams = ops.convert_to_numpy(ops.relu(ops.sum(weights * ops.cast(features, "float32"), axis=-1)))
     peaks = cams.max(axis=(1, 2), keepdims=True)

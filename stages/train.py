@@ -26,7 +26,7 @@ from typing import NamedTuple
 import numpy as np
 from sklearn.utils.class_weight import compute_class_weight
 
-from stages.backend import BackendError, backend_name, gpu_names, make_deterministic, use_backend, versions
+from stages.backend import BackendError, backend_name, gpu_names, host_copy, make_deterministic, use_backend, versions
 from stages.cli import exit_on, parse_stage_arguments, peak_memory_mib
 from stages.code import REPO_ROOT, code_files
 from stages.config import ParamsError, load_params, model_spec
@@ -241,7 +241,8 @@ def train_model(spec):
     lead = shard.index == 0
     validation = ordered_batches(images, labels, batch_size, validation_indices, shard)
     run = ResumableRun(spec.resume_dir, training_fingerprint(spec), writes=lead)
-    log.info("%s: %s parameters; %d training and %d validation images of %s; %s on %s (%d device(s), %d process(es)); %s",
+    log.info("%s: %s parameters; %d training and %d validation images of %s; %s on %s "
+             "(%d device(s), %d process(es)); %s",
              spec.name, f"{model.count_params():,}", len(train_indices), len(validation_indices), spec.dataset.name,
              runtime["backend"], runtime["device"], runtime["devices"], runtime["processes"],
              f"resuming from {spec.resume_dir} after epoch {run.resumed_after_epoch}" if run.resumed_after_epoch
@@ -313,8 +314,6 @@ def ending_at_once_if_a_peer_fails(name, shard, run):
 
 def weights_digest(model):
     """sha256 over the model's weights (this process's replica): equal digests, equal weights."""
-    from stages.backend import host_copy
-
     digest = hashlib.sha256()
     for weight in model.weights:
         digest.update(host_copy(weight).tobytes())
