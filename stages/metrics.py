@@ -1,4 +1,4 @@
-"""Classification metrics and their 95 % intervals, from scikit-learn and SciPy.
+"""Classification metrics and their 95 % intervals, from scikit-learn, SciPy and confusion counts.
 
 Every figure is a plain float (or a nested dict of them) that `dvc metrics diff` can compare. A
 class that is never predicted has precision 0, not NaN or an error.
@@ -15,11 +15,6 @@ BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_BATCH = 100
 
 
-def confusion_matrix(actual, predicted, num_classes):
-    """counts[i, j]: images of true class i predicted as class j."""
-    return metrics.confusion_matrix(actual, predicted, labels=np.arange(num_classes))
-
-
 def roc_auc(actual, positive_scores):
     """Area under the ROC curve of a binary classifier; 0.5 when one class is absent (nothing to rank)."""
     if len(np.unique(actual)) < 2:
@@ -27,15 +22,32 @@ def roc_auc(actual, positive_scores):
     return float(metrics.roc_auc_score(actual, positive_scores))
 
 
+def confusion_matrix(actual, predicted, num_classes):
+    """counts[..., i, j]: images of true class i predicted as class j, for each row of (..., images) arrays."""
+    actual, predicted = np.asarray(actual, dtype=np.int64), np.asarray(predicted, dtype=np.int64)
+    rows = actual.reshape(-1, actual.shape[-1]) if actual.ndim > 1 else actual[None]
+    cells = rows * num_classes + predicted.reshape(rows.shape) + num_classes ** 2 * np.arange(len(rows))[:, None]
+    counts = np.bincount(cells.ravel(), minlength=len(rows) * num_classes ** 2)
+    return counts.reshape(*actual.shape[:-1], num_classes, num_classes)
+
+
 def balanced_accuracy(actual, predicted, num_classes):
-    """Mean recall over the classes present in `actual`."""
-    recall = metrics.recall_score(actual, predicted, labels=np.arange(num_classes), average=None, zero_division=0)
-    present = np.isin(np.arange(num_classes), actual)
-    return float(recall[present].mean()) if present.any() else 0.0
+    """Mean recall over the classes present in `actual`; one per row of (..., images) arrays, for the bootstrap."""
+    counts = confusion_matrix(actual, predicted, num_classes)
+    support = counts.sum(axis=-1)
+    recall = np.diagonal(counts, axis1=-2, axis2=-1) / np.maximum(support, 1)
+    present = support > 0
+    score = (recall * present).sum(axis=-1) / np.maximum(present.sum(axis=-1), 1)  # 0 with no images at all
+    return float(score) if score.ndim == 0 else score
 
 
 def macro_f1(actual, predicted, num_classes):
-    return float(metrics.f1_score(actual, predicted, labels=np.arange(num_classes), average="macro", zero_division=0))
+    """Mean F1 over all classes, 0 for a class neither present nor predicted (scikit-learn's zero_division=0)."""
+    counts = confusion_matrix(actual, predicted, num_classes)
+    hits = np.diagonal(counts, axis1=-2, axis2=-1)
+    shown = counts.sum(axis=-1) + counts.sum(axis=-2)  # 2 hits + misses + false alarms
+    score = (2 * hits / np.maximum(shown, 1)).mean(axis=-1)
+    return float(score) if score.ndim == 0 else score
 
 
 def wilson_interval(successes, trials):
@@ -48,11 +60,11 @@ def wilson_interval(successes, trials):
 
 def bootstrap_intervals(actual, predicted, num_classes, seed):
     """{balanced_accuracy, macro_f1: {low, high}}: percentile intervals over test images resampled with the seed."""
-    def statistic(actual_sample, predicted_sample):
+    def statistic(actual_sample, predicted_sample, axis=-1):  # a batch of resamples at once: one row each
         return np.array([balanced_accuracy(actual_sample, predicted_sample, num_classes),
                          macro_f1(actual_sample, predicted_sample, num_classes)])
 
-    result = stats.bootstrap((np.asarray(actual), np.asarray(predicted)), statistic, paired=True, vectorized=False,
+    result = stats.bootstrap((np.asarray(actual), np.asarray(predicted)), statistic, paired=True, vectorized=True,
                              n_resamples=BOOTSTRAP_RESAMPLES, batch=BOOTSTRAP_BATCH, confidence_level=CONFIDENCE,
                              method="percentile",
                              random_state=np.random.default_rng(seed))

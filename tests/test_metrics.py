@@ -3,11 +3,15 @@
 import numpy as np
 import pytest
 
+from sklearn import metrics as sklearn_metrics
+
 from stages.metrics import (
+    balanced_accuracy,
     bootstrap_intervals,
     classification_metrics,
     confusion_matrix,
     curve_points,
+    macro_f1,
     mcnemar_test,
     roc_auc,
     wilson_interval,
@@ -17,6 +21,22 @@ from stages.metrics import (
 def test_confusion_matrix_counts_true_rows_and_predicted_columns():
     counts = confusion_matrix([0, 0, 1, 2, 2, 2], [0, 1, 1, 2, 0, 2], 3)
     np.testing.assert_array_equal(counts, [[1, 1, 0], [0, 1, 0], [1, 0, 2]])
+
+
+@pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")  # the absent class, on purpose
+def test_scores_from_confusion_counts_match_scikit_learns_row_by_row():
+    """The bootstrap scores a batch of resamples at once from their confusion counts: each row must score
+    as scikit-learn scores it on its own, a class absent from the row included."""
+    rng = np.random.default_rng(3)
+    actual, predicted = rng.integers(0, 4, (20, 30)), rng.integers(0, 4, (20, 30))
+    actual[:5][actual[:5] == 3] = 0  # class 3 absent from the first rows
+    batch_balanced, batch_f1 = balanced_accuracy(actual, predicted, 4), macro_f1(actual, predicted, 4)
+    for row, (row_actual, row_predicted) in enumerate(zip(actual, predicted)):
+        assert batch_balanced[row] == pytest.approx(sklearn_metrics.balanced_accuracy_score(row_actual, row_predicted))
+        assert batch_f1[row] == pytest.approx(sklearn_metrics.f1_score(row_actual, row_predicted, labels=range(4),
+                                                                       average="macro", zero_division=0))
+        np.testing.assert_array_equal(confusion_matrix(row_actual, row_predicted, 4),
+                                      sklearn_metrics.confusion_matrix(row_actual, row_predicted, labels=range(4)))
 
 
 def test_hand_computed_three_class_case():
