@@ -1,4 +1,5 @@
-"""Fixtures: a temporary project folder, a tiny project with small models, a loopback HTTP server.
+"""Fixtures: a temporary project folder, a tiny project with small models, a one-model DVC repository,
+a loopback HTTP server.
 
 With KERAS_BACKEND=jax (the README's second pass, `-m backends`), TensorFlow cannot be imported, in
 this process or in the stages it starts, just as in a venv without it; the tiny projects train on JAX.
@@ -18,7 +19,10 @@ if on_jax():
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(WITHOUT_TENSORFLOW), os.environ.get("PYTHONPATH")]))
 
 import pytest  # noqa: E402
-from helpers import TRAIN_DEFAULTS, dataset_block, save_params, write_processed  # noqa: E402
+from helpers import (  # noqa: E402
+    TRAIN_DEFAULTS, dataset_block, new_repo, save_params, write_image_folders, write_processed)
+
+from stages.files import tree_fingerprint  # noqa: E402
 
 
 @pytest.fixture
@@ -71,6 +75,22 @@ def saved_model(tiny_project):
     Image.new("RGB", (40, 30), (200, 30, 30)).save(tiny_project / "red.png")
     Image.new("L", (16, 16), 90).save(tiny_project / "grey.jpg")
     return model
+
+
+@pytest.fixture
+def one_model_repo(tmp_path):
+    """The pipeline on one tiny dataset with one small model: every stage kind once."""
+    mirror = tmp_path / "mirror"
+    write_image_folders(mirror / "digits", {"0": 6, "1": 6, "2": 6}, size=(24, 24))
+    params = {
+        "seed": 3,
+        "datasets": {"digits": dataset_block({"url": "http://127.0.0.1:9/unreachable.zip", "mirror": "digits"},
+                                             {"0": "0", "1": "1", "2": "2"}, tree_fingerprint(mirror / "digits"),
+                                             test_fraction=0.33, image_size=16)},
+        "train": dict(TRAIN_DEFAULTS, batch_size=4, epochs=4),
+        "models": {"digits_cnn": {"dataset": "digits", "builder": "signs_cnn"}},
+    }
+    return new_repo(tmp_path, mirror, params)
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
