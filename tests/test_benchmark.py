@@ -34,7 +34,9 @@ def test_speed_and_variants_parts_compare_our_stage_with_plain_keras(tiny_projec
     assert len(entry["ours"]["epoch_seconds"]) == len(entry["keras"]["epoch_seconds"]) == 2
     assert entry["ratio"] == round(entry["ours"]["images_per_second"] / entry["keras"]["images_per_second"], 3)
     assert entry["ratio_range"][0] == entry["ratio_range"][1] == pytest.approx(entry["ratio"], abs=1e-3)
-    assert 0 < entry["ours"]["training_peak_rss_mib"] <= entry["ours"]["peak_rss_mib"]
+    # Both are the one process's VmHWM, read at the end of training and at exit; Linux keeps RSS counts
+    # per thread and folds them in late, so an earlier read can exceed a later one by a fraction of a MiB.
+    assert 0 < entry["ours"]["training_peak_rss_mib"] <= entry["ours"]["peak_rss_mib"] + 1
     assert results["machine"]["cores"] >= 1 and results["peak"] > 0
     variants = results["variants"][backend]["models"]["digits_cnn"]
     assert set(variants) == set(VARIANTS)
