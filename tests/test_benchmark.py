@@ -42,8 +42,8 @@ def test_speed_and_variants_parts_compare_our_stage_with_plain_keras(tiny_projec
     assert set(variants) == set(VARIANTS)
     assert variants["float32_xla"]["jit_compile"] is True and variants["float32_no_xla"]["jit_compile"] is False
     report = (tiny_project / "out/bench.md").read_text()
-    speed_row = next(line for line in report.splitlines() if line.startswith(f"| {backend} | digits_cnn "))
-    cells = [cell.strip() for cell in speed_row.split("|")[1:-1]]
+    rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in report.splitlines() if line.startswith("|")]
+    cells = next(row for row in rows if row[:2] == [backend, "digits_cnn"])  # cells padded to their column's width
     assert cells[:4] == [backend, "digits_cnn", "8", f"{entry['ours']['images_per_second']:.0f}"]
     assert f"{entry['ours']['training_peak_rss_mib']:.0f} / {entry['ours']['peak_rss_mib']:.0f}" in cells
     assert "## Precision and XLA" in report and report.count("Measured at commit") == 2
