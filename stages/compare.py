@@ -43,6 +43,8 @@ COLUMNS = {
     "inference images/s": ("metrics", "inference.images_per_second"),
     "1-image latency (ms)": ("metrics", "inference.single_image_latency_ms"),
 }
+# External sets scored without the face step: their columns' middle word (comparison.csv; face_step_lines).
+WHOLE_FRAME = "whole-frame"
 # Columns shown with their 95 % interval: column -> the interval's key under `ci95` in the metrics.
 INTERVALS = {"test accuracy": "accuracy", "balanced accuracy": "balanced_accuracy", "macro F1": "macro_f1"}
 
@@ -79,6 +81,9 @@ def collect(specs):
             row[f"{name} accuracy low"], row[f"{name} accuracy high"] = (metrics["ci95"]["accuracy"][end]
                                                                          for end in ("low", "high"))
             row[f"{name} balanced accuracy"] = metrics["balanced_accuracy"]
+        for name, metrics in sources["metrics"].get("external_whole", {}).items():  # the same, without a face step
+            row[f"{name} {WHOLE_FRAME} accuracy"] = metrics["accuracy"]
+            row[f"{name} {WHOLE_FRAME} balanced accuracy"] = metrics["balanced_accuracy"]
         row["size (MB)"] = round(row["size (MB)"] / 2**20, 2)
         row["weights"] = weights_origin(spec.builder, spec.network)
         rows.append(row)
@@ -188,8 +193,8 @@ def markdown_table(table):
     """The dataset's rows as a Markdown table, leaving out columns with no values (ROC AUC for multiclass)."""
     intervals = interval_columns(table)
     ends = [f"{column} {end}" for column in intervals for end in ("low", "high")]
-    external_balanced = [column for column in table.columns
-                         if column.endswith(" balanced accuracy") and column != "balanced accuracy"]
+    external_balanced = [column for column in table.columns if WHOLE_FRAME in column.split() or
+                         (column.endswith(" balanced accuracy") and column != "balanced accuracy")]
     shown = table.drop(columns=CSV_ONLY + ends + external_balanced).dropna(axis=1, how="all")
     for column in intervals:
         if column in shown.columns:
@@ -318,6 +323,31 @@ def external_line(summary):
             "Their accuracy is in the `<name> accuracy` column, their balanced accuracy in `comparison.csv`.", ""]
 
 
+def face_step_lines(rows, summary, crop):
+    """Where the dataset has a face step (crop: its settings): the faces found per set, and each
+    external set's figures with and without the step (none: nothing)."""
+    found = summary.get("faces_found")
+    if not found or crop is None:
+        return []
+    counts = "; ".join(f"{split.removeprefix('external/')} {c['found']:,} of {c['found'] + c['missed']:,}"
+                       for split, c in found.items())
+    lines = ["Face step: every image a model sees, photos from elsewhere too, is cut to the square around its "
+             f"largest face ({crop['margin']} times the detector's box)"
+             f"{', turned grey,' if crop['colour'] == 'grey' else ''} before it is resized; an image with no face "
+             f"found keeps its whole frame. Faces found: {counts}.", ""]
+    table = []
+    for name in summary.get("external") or {}:
+        for _, row in rows.iterrows():
+            cells = {"model": row["model"], "external set": name}
+            for metric in ("accuracy", "balanced accuracy"):
+                cells[f"{metric}, face step"] = row.get(f"{name} {metric}")
+                cells[f"{metric}, whole frame"] = row.get(f"{name} {WHOLE_FRAME} {metric}")
+            table.append(cells)
+    if table:
+        lines += [pd.DataFrame(table).to_markdown(index=False, floatfmt=".3f"), ""]
+    return lines
+
+
 def provenance(params, specs):
     """What the report was built from, in words that stay true once the report is committed."""
     datasets = {spec.dataset.name: spec.dataset.fingerprint or "not pinned" for spec in specs}
@@ -369,7 +399,7 @@ def write_report(params, specs, table):
                   f"{summary['train']['total']} training images (of which each model holds out a validation "
                   f"share) and {summary['test']['total']} test images of "
                   f"{'x'.join(map(str, details['train']['image_shape']))}.", "",
-                  *external_line(summary)]
+                  *external_line(summary), *face_step_lines(rows, summary, dataset_specs[0].dataset.crop)]
         best_lines[dataset] = best_model_line(rows, dataset_specs)
         lines += [best_lines[dataset], ""]
         baseline = baseline_row(dataset, summary, details["classes"], params["seed"])

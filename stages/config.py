@@ -24,7 +24,10 @@ LOCAL_WEIGHTS_ENV = "LOCAL_WEIGHTS_DIR"
 
 FINGERPRINT_PATTERN = re.compile(r"^sha256:[0-9a-f]{64}$")
 DATASET_KEYS = {"source", "classes", "test_fraction", "image_size", "max_per_class", "fingerprint", "external",
-                "headline"}
+                "headline", "crop", "face_detector"}
+CROP_KEYS = {"margin", "colour", "min_score", "detection_size"}
+COLOURS = ("grey", "rgb")
+PIN_KEYS = {"file", "mirror", "sha256"}
 HEADLINE_METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
 EXTERNAL_KEYS = {"file", "mirror", "classes", "sha256"}
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
@@ -73,6 +76,8 @@ class DatasetSpec:
     seed: int
     external: dict  # name: {file, mirror, classes, sha256}: test-only sets from elsewhere
     headline: str = "accuracy"  # the test figure the comparison ranks this dataset's models by
+    crop: dict | None = None  # the face step's settings (stages/faces.py); None: whole frames
+    face_detector: dict | None = None  # {file, mirror, sha256} of the face step's detector, fetched by download
 
     @property
     def source_kind(self):
@@ -97,6 +102,11 @@ class DatasetSpec:
         return RAW_DIR / f"{self.name}.json"
 
     @property
+    def face_detector_path(self):
+        """Where download puts the face step's detector."""
+        return self.raw_dir / "face_detector.onnx"
+
+    @property
     def processed_dir(self):
         return PROCESSED_DIR / self.name
 
@@ -114,6 +124,9 @@ def dataset_spec(params, name):
             raise ParamsError(f"{where}.{key} is missing")
     if "external" not in block:  # the download stage depends on it by name
         raise ParamsError(f"{where}.external is missing: name the dataset's external test sets, or {{}} for none")
+    for key in ("crop", "face_detector"):  # as external: dvc.yaml names them, so they must be there, null for none
+        if key not in block:
+            raise ParamsError(f"{where}.{key} is missing: set it, or null for no face step")
 
     source = _check_source(block["source"], f"{where}.source")
     folders = "url" in source
@@ -137,8 +150,44 @@ def dataset_spec(params, name):
     headline = block.get("headline", "accuracy")
     if headline not in HEADLINE_METRICS:
         raise ParamsError(f"{where}.headline must be one of {', '.join(HEADLINE_METRICS)}, got {headline!r}")
+    crop = None if block["crop"] is None else _check_crop(block["crop"], f"{where}.crop")
+    face_detector = None if block["face_detector"] is None else _check_pin(block["face_detector"],
+                                                                           f"{where}.face_detector")
+    if crop is not None and face_detector is None:
+        raise ParamsError(f"{where}.crop needs {where}.face_detector: the detector's file, mirror and sha256")
     return DatasetSpec(name, source, classes, test_fraction, image_size, max_per_class, fingerprint, seed, external,
-                       headline)
+                       headline, crop, face_detector)
+
+
+def _check_crop(crop, where):
+    """The face step's settings: every key is needed, since each changes what the models see."""
+    if not isinstance(crop, dict):
+        raise ParamsError(f"{where}: expected a mapping of the face step's settings, got {crop!r}")
+    _reject_unknown_keys(crop, CROP_KEYS, where)
+    missing = sorted(CROP_KEYS - set(crop))
+    if missing:
+        raise ParamsError(f"{where}: missing {', '.join(missing)}")
+    _positive_number(crop["margin"], f"{where}.margin")
+    _positive_int(crop["detection_size"], f"{where}.detection_size")
+    if crop["colour"] not in COLOURS:
+        raise ParamsError(f"{where}.colour must be one of {', '.join(COLOURS)}, got {crop['colour']!r}")
+    score = crop["min_score"]
+    if isinstance(score, bool) or not isinstance(score, (int, float)) or not 0 < score < 1:
+        raise ParamsError(f"{where}.min_score must be a number between 0 and 1, got {score!r}")
+    return dict(crop)
+
+
+def _check_pin(pin, where):
+    """A file pinned by its sha256: {file (a path or URL), mirror (its copy under a local folder), sha256}."""
+    if not isinstance(pin, dict):
+        raise ParamsError(f"{where}: expected the file's file, mirror and sha256, got {pin!r}")
+    _reject_unknown_keys(pin, PIN_KEYS, where)
+    if not isinstance(pin.get("file"), str) or not pin["file"]:
+        raise ParamsError(f"{where}.file must be the file's path or http(s) URL, got {pin.get('file')!r}")
+    sha256 = pin.get("sha256")
+    if not (isinstance(sha256, str) and SHA256_PATTERN.match(sha256)):
+        raise ParamsError(f"{where}.sha256 must be the file's 64 hex digits, got {sha256!r}")
+    return dict(pin)
 
 
 def _check_external(external, class_names, where):

@@ -7,7 +7,9 @@ Sources: an http(s) archive (zip or tar) or a local directory of class folders, 
 course HDF5 files (paths or URLs). With LOCAL_DATA_DIR set, remote sources are read from the
 `mirror` path under that directory instead, so the stage runs offline with identical results.
 External test sets (course-layout HDF5 files) go to data/raw/<dataset>/external/<name>.h5, each
-checked against its own sha256, outside the dataset's fingerprint.
+checked against its own sha256, outside the dataset's fingerprint. So does the face step's detector
+(`face_detector`, stages/faces.py), to data/raw/<dataset>/face_detector.onnx: from its URL, or from
+its mirror under LOCAL_WEIGHTS_DIR, checked by sha256 and loaded once with OpenCV.
 
     python -m stages.download <dataset>
 """
@@ -28,7 +30,8 @@ import pooch
 import requests
 
 from stages.cli import exit_on, parse_stage_arguments
-from stages.config import LOCAL_DATA_ENV, ParamsError, dataset_spec, load_params, local_dir
+from stages.config import LOCAL_DATA_ENV, LOCAL_WEIGHTS_ENV, ParamsError, dataset_spec, load_params, local_dir
+from stages.faces import FaceStepError, load_detector
 from stages.files import file_sha256, staged_path, tree_fingerprint, write_json
 
 log = logging.getLogger("download")
@@ -54,7 +57,8 @@ def is_remote(location):
 def download_dataset(spec, local_dir=None):
     """Fetch spec's source into spec.raw_dir, verify it, write its record, and return the per-class file counts.
 
-    The record (spec.raw_record: the fingerprint, the external files' sha256 and the counts) is
+    The record (spec.raw_record: the fingerprint, the sha256 of the external files and of the face
+    detector, and the counts) is
     what preprocess depends on in dvc.yaml: it changes exactly when the files do, and DVC checks one
     small file instead of walking the folder's thousands of files a second time on every `dvc repro`.
     """
@@ -66,9 +70,13 @@ def download_dataset(spec, local_dir=None):
         fingerprint = verify_fingerprint(spec, staging)
         external = {name: fetch_external(spec, name, block, staging / "external", Path(scratch), local_dir)
                     for name, block in spec.external.items()}
-        counts = {entry.name: describe_entry(entry) for entry in sorted(staging.iterdir())}
-    write_json(spec.raw_record, {"fingerprint": fingerprint, "external_sha256": external, "contents": counts})
-    return counts
+        record = {"fingerprint": fingerprint, "external_sha256": external}
+        if spec.face_detector is not None:
+            record["face_detector_sha256"] = fetch_face_detector(spec, staging / spec.face_detector_path.name,
+                                                                 Path(scratch))
+        record["contents"] = {entry.name: describe_entry(entry) for entry in sorted(staging.iterdir())}
+    write_json(spec.raw_record, record)
+    return record["contents"]
 
 
 def describe_entry(path):
@@ -86,7 +94,8 @@ def fetch_class_folders(spec, staging, scratch, local_dir):
     if is_remote(url) and local_dir is not None:
         copy_class_folders(spec, mirror_path(spec, local_dir), staging)
     elif is_remote(url):
-        archive = fetch_url(spec, url, scratch, spec.source.get("sha256") or None, f"datasets.{spec.name}.source.sha256")
+        archive = fetch_url(spec.name, url, scratch, spec.source.get("sha256") or None,
+                            f"datasets.{spec.name}.source.sha256")
         extract_class_folders(spec, archive, root, staging)
     elif Path(url).is_file():
         extract_class_folders(spec, Path(url), root, staging)
@@ -211,11 +220,12 @@ def describe_unknown(path):
     return f"a file of {size:,} bytes starting {head!r}"
 
 
-def fetch_url(spec, url, scratch, sha256=None, where=None):
+def fetch_url(label, url, scratch, sha256=None, where=None, local_env=LOCAL_DATA_ENV):
     """Download url into scratch with a progress bar, and have pooch check it against `sha256` (the
     params.yaml key `where` pins it; None: nothing to check, and where given, say what to pin).
-    Network and HTTP failures and a mismatch become DownloadErrors."""
-    log.info("%s: downloading %s", spec.name, url)
+    Network and HTTP failures and a mismatch become DownloadErrors; `local_env` is the variable that
+    names an offline copy."""
+    log.info("%s: downloading %s", label, url)
     pooch.get_logger().setLevel(logging.WARNING)
     downloader = pooch.HTTPDownloader(progressbar=sys.stderr.isatty(), timeout=DOWNLOAD_TIMEOUT_SECONDS)
     name = PurePosixPath(url.split("?")[0]).name or "download"
@@ -230,9 +240,9 @@ def fetch_url(spec, url, scratch, sha256=None, where=None):
         raise DownloadError(f"the server refused {url}: {error}") from error
     except requests.RequestException as error:
         raise DownloadError(f"network failure fetching {url}: {error}; "
-                            f"to work offline, set {LOCAL_DATA_ENV} to a local copy of the datasets") from error
+                            f"to work offline, set {local_env} to a folder of local copies") from error
     if sha256 is None and where:
-        log.warning("%s: no sha256 pinned for %s; it gives %s: pin it as %s", spec.name, url, file_sha256(path), where)
+        log.warning("%s: no sha256 pinned for %s; it gives %s: pin it as %s", label, url, file_sha256(path), where)
     return path
 
 
@@ -247,7 +257,7 @@ def fetch_h5_pair(spec, staging, scratch, local_dir):
             if not path.is_file():
                 raise DownloadError(f"{LOCAL_DATA_ENV}={local_dir}: expected the {split} file at {path}")
         elif is_remote(location):
-            path = fetch_url(spec, location, scratch / split)
+            path = fetch_url(spec.name, location, scratch / split)
         else:
             path = Path(location)
             if not path.is_file():
@@ -259,26 +269,45 @@ def fetch_h5_pair(spec, staging, scratch, local_dir):
 def fetch_external(spec, name, external, folder, scratch, local_dir):
     """One external test set: its HDF5 file, checked against the pinned sha256 and the course layout.
     Returns the file's sha256."""
-    where, location = f"datasets.{spec.name}.external.{name}", external["file"]
-    if is_remote(location) and local_dir is not None:
-        if not external.get("mirror"):
-            raise DownloadError(f"{LOCAL_DATA_ENV} is set but {where}.mirror is not: name the file's copy under it")
-        path = local_dir / external["mirror"]
-    elif is_remote(location):
-        path = fetch_url(spec, location, scratch / "external" / name, external.get("sha256"), f"{where}.sha256")
-    else:
-        path = Path(location)
-    if not path.is_file():
-        raise DownloadError(f"{where}: the external test file {path} does not exist")
-    found = file_sha256(path)
-    if external.get("sha256") is None:
-        log.warning("%s: no sha256 pinned; %s gives %s: pin it as %s.sha256", spec.name, path, found, where)
-    elif found != external["sha256"]:
-        raise DownloadError(f"{where}: {path} has sha256 {found}, params.yaml expects {external['sha256']}; "
-                            "the file changed or is damaged")
+    where = f"datasets.{spec.name}.external.{name}"
+    path, found = fetch_pinned_file(spec.name, where, external, scratch / "external" / name, local_dir, LOCAL_DATA_ENV)
     check_course_h5(path, "test", external["classes"], None, where)
     folder.mkdir(exist_ok=True)
     shutil.copyfile(path, folder / f"{name}.h5")
+    return found
+
+
+def fetch_pinned_file(label, where, pin, scratch, local_dir, local_env):
+    """A file pinned by a params.yaml block {file, mirror, sha256} (`where` names it): from its mirror
+    under local_dir when the environment variable local_env set one, else from its URL or path.
+    Returns (its path, its sha256), checked against the pinned one (none pinned: a warning says what to pin)."""
+    location = pin["file"]
+    if is_remote(location) and local_dir is not None:
+        if not pin.get("mirror"):
+            raise DownloadError(f"{local_env} is set but {where}.mirror is not: name the file's copy under it")
+        path = local_dir / pin["mirror"]
+    elif is_remote(location):
+        path = fetch_url(label, location, scratch, pin.get("sha256"), f"{where}.sha256", local_env)
+    else:
+        path = Path(location)
+    if not path.is_file():
+        raise DownloadError(f"{where}: the file {path} does not exist")
+    found = file_sha256(path)
+    if pin.get("sha256") is None:
+        log.warning("%s: no sha256 pinned; %s gives %s: pin it as %s.sha256", label, path, found, where)
+    elif found != pin["sha256"]:
+        raise DownloadError(f"{where}: {path} has sha256 {found}, params.yaml expects {pin['sha256']}; "
+                            "the file changed or is damaged")
+    return path, found
+
+
+def fetch_face_detector(spec, destination, scratch):
+    """The face step's detector, pinned by `face_detector`, copied to destination once OpenCV has loaded
+    it; returns its sha256."""
+    path, found = fetch_pinned_file(spec.name, f"datasets.{spec.name}.face_detector", spec.face_detector,
+                                    scratch / "face_detector", local_dir(LOCAL_WEIGHTS_ENV), LOCAL_WEIGHTS_ENV)
+    load_detector(path, found, min_score=0.5, fetch=f"check datasets.{spec.name}.face_detector, then try")
+    shutil.copyfile(path, destination)
     return found
 
 
@@ -330,7 +359,7 @@ def verify_fingerprint(spec, staging):
 
 def main(argv=None):
     args = parse_stage_arguments(__doc__, argv, dataset="a key of the datasets section of params.yaml")
-    with exit_on(f"download {args.dataset}", DownloadError, ParamsError):
+    with exit_on(f"download {args.dataset}", DownloadError, ParamsError, FaceStepError):
         spec = dataset_spec(load_params(), args.dataset)
         log.info("%s: fetching %s into %s", spec.name, local_dir(LOCAL_DATA_ENV) or "its source", spec.raw_dir)
         counts = download_dataset(spec, local_dir(LOCAL_DATA_ENV))

@@ -8,7 +8,9 @@ picture of the misclassified test images, misclassified.png, and Grad-CAM pictur
 model looked: gradcam.png (per class, a test image it got right and one it got wrong, drawn with the
 seed) and gradcam_shared.png (one test image per class drawn with the seed alone, the same for every
 model of the dataset, which compare puts side by side). Each external test set of the dataset is
-scored the same way (`external.<name>` in the metrics; gradcam_external.png).
+scored the same way (`external.<name>` in the metrics; gradcam_external.png shows the images the
+model saw). A dataset with a face step has its external sets scored whole as well, as without the
+step (`external_whole.<name>`), so the report can show what the step changes.
 
     python -m stages.evaluate <model>
 """
@@ -82,6 +84,8 @@ def evaluate_model(spec):
     images, labels = load_split(spec.dataset, "test")
     # Every input is checked before anything is written.
     external = {name: load_split(spec.dataset, f"external/{name}") for name in spec.dataset.external}
+    whole = {name: load_split(spec.dataset, f"external_whole/{name}") for name in spec.dataset.external
+             if spec.dataset.crop is not None}
     if model.output_shape[-1] != labels.shape[1]:
         raise EvaluateError(f"{spec.model_path} outputs {model.output_shape[-1]} values per image but "
                             f"{spec.dataset.processed_dir} has labels {labels.shape[1]} wide: retrain the model")
@@ -99,6 +103,8 @@ def evaluate_model(spec):
     scored = {name: score(spec, model, *arrays) for name, arrays in external.items()}
     if scored:
         report["external"] = {name: result.metrics for name, result in scored.items()}
+    if whole:
+        report["external_whole"] = {name: score(spec, model, *arrays).metrics for name, arrays in whole.items()}
     write_json(spec.metrics_path, report)
     write_json(spec.eval_dir / "predictions.json",
                [{"actual": names[a], "predicted": names[p]} for a, p in zip(test.actual, test.predicted)])

@@ -124,23 +124,55 @@ def overlay(image, heatmap, alpha=0.45):
     return np.clip((1 - alpha) * np.asarray(image) + alpha * colours, 0.0, 1.0)
 
 
-def plot_explanations(images, maps, titles, heading, path, columns=3):
-    """Each image beside its heatmap overlay, titled; `columns` pairs per row."""
+def in_photo(photo, region, heatmap, longest=512):
+    """The whole photo (uint8 HxWx3) with the heatmap laid over the face region it was computed on, and
+    that region outlined: where in the photo the model looked. Shrunk so its longer side is at most
+    `longest` pixels."""
+    from PIL import Image
+
+    image = Image.fromarray(np.asarray(photo, dtype=np.uint8))
+    scale = min(1.0, longest / max(image.size))
+    if scale < 1.0:
+        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+                             Image.Resampling.BILINEAR)
+    picture = np.asarray(image, dtype=np.float32) / 255.0
+    left, top, right, bottom = (int(round(value * scale)) for value in region)
+    right, bottom = max(right, left + 1), max(bottom, top + 1)
+    patch = np.asarray(Image.fromarray(np.uint8(255 * heatmap)).resize((right - left, bottom - top),
+                                                                       Image.Resampling.BILINEAR)) / 255.0
+    picture[top:bottom, left:right] = overlay(picture[top:bottom, left:right], patch)
+    line = max(1, round(max(picture.shape[:2]) / 200))
+    across, down = slice(left, right), slice(top, bottom)
+    for rows, columns in ((slice(top, top + line), across), (slice(bottom - line, bottom), across),
+                          (down, slice(left, left + line)), (down, slice(right - line, right))):
+        picture[rows, columns] = (0.0, 1.0, 0.0)  # the box in green
+    return picture
+
+
+def plot_explanations(images, maps, titles, heading, path, columns=3, photos=None):
+    """Each image beside its heatmap overlay, titled; `columns` entries per row. With `photos` (one
+    picture per image, as in_photo makes them), each entry also shows where it lies in its photo."""
     import math
 
     from stages.plots import plt, save_figure
 
     count = max(len(images), 1)
     rows = math.ceil(count / columns)
-    pairs = min(columns, count)
-    figure, axes = plt.subplots(rows, 2 * pairs, figsize=(2.2 * 2 * pairs, 2.5 * rows + 0.5), squeeze=False)
+    per_entry = 2 if photos is None else 3
+    entries = min(columns, count)
+    figure, axes = plt.subplots(rows, per_entry * entries, figsize=(2.2 * per_entry * entries, 2.5 * rows + 0.5),
+                                squeeze=False)
     for axis in axes.flat:
         axis.axis("off")
     for index, (image, heatmap, title) in enumerate(zip(images, maps, titles)):
         row, column = divmod(index, columns)
-        axes[row, 2 * column].imshow(image)
-        axes[row, 2 * column].set_title(title, fontsize=8)
-        axes[row, 2 * column + 1].imshow(overlay(image, heatmap))
-        axes[row, 2 * column + 1].set_title("Grad-CAM", fontsize=8)
+        first = per_entry * column
+        axes[row, first].imshow(image)
+        axes[row, first].set_title(title, fontsize=8)
+        axes[row, first + 1].imshow(overlay(image, heatmap))
+        axes[row, first + 1].set_title("Grad-CAM", fontsize=8)
+        if photos is not None:
+            axes[row, first + 2].imshow(photos[index])
+            axes[row, first + 2].set_title("in the photo", fontsize=8)
     figure.suptitle(heading)
     save_figure(figure, path)

@@ -1,7 +1,10 @@
 """Classify new images with a trained model (a user command, not a pipeline stage).
 
-Images go through the same decoding, RGB conversion, resizing and scaling as preprocess.
---explain writes each image beside its Grad-CAM heatmap: where the model found its evidence.
+Images go through the same decoding, face step (for a dataset that has one), colour rule, resizing
+and scaling as preprocess. With a face step, each face found is its own answer, largest first;
+an image with none is judged whole, and says so. --explain writes each input beside its Grad-CAM
+heatmap (where the model found its evidence) and, with a face step, the whole photo with the face's
+box and the heatmap in place.
 
     python -m stages.predict <model> <image> [<image> ...] [--all] [--json] [--explain out.png]
 """
@@ -9,6 +12,7 @@ Images go through the same decoding, RGB conversion, resizing and scaling as pre
 import argparse
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -16,7 +20,8 @@ from stages import gradcam
 from stages.backend import BackendError, use_backend
 from stages.cli import exit_on
 from stages.config import ParamsError, load_params, model_spec
-from stages.images import UNREADABLE_IMAGE_ERRORS, load_image
+from stages.faces import FaceStepError, face_step
+from stages.images import UNREADABLE_IMAGE_ERRORS, central_square, frame_pixels, open_image, to_unit_range, upright
 from stages.models import ModelFileError, class_probabilities, load_trained_model
 
 
@@ -24,28 +29,50 @@ class PredictError(RuntimeError):
     """An image that cannot be classified."""
 
 
-def load_images(paths, image_size):
-    """All images as one batch; the first missing or unreadable file is an error naming it."""
-    batch = []
+class Input(NamedTuple):
+    """One thing to classify: an image file, or one face in it."""
+
+    path: str
+    face: object  # stages.faces.Face, or None: the whole image
+    photo: np.ndarray  # the upright image file, uint8 HxWx3
+    pixels: np.ndarray  # what the model sees, uint8 (S, S, 3)
+
+
+def read_inputs(paths, dataset):
+    """An Input per image, or per face found in it (largest first) where the dataset has a face step.
+    The first missing or unreadable file is an error naming it."""
+    step = face_step(dataset)
+    inputs = []
     for path in paths:
         if not Path(path).is_file():
             raise PredictError(f"no such file: {path}")
         try:
-            batch.append(load_image(path, image_size))
+            image = upright(open_image(path))
         except UNREADABLE_IMAGE_ERRORS as error:
             raise PredictError(f"{path} is not a readable image ({error})") from error
-    return np.stack(batch)
+        photo = np.asarray(image.convert("RGB"))
+        faces = step.faces(image) if step is not None else []
+        grey = step is not None and step.grey
+        for face in faces or [None]:
+            inputs.append(Input(str(path), face, photo,
+                                frame_pixels(image, dataset.image_size, face.region if face else None, grey)))
+    return inputs, step is not None
 
 
 def predict(spec, paths, explain_path=None):
-    """[{image, predicted, probability, probabilities}] for each path; the Grad-CAM picture too if asked."""
+    """[{image, face, predicted, probability, probabilities}] per image or face; the Grad-CAM picture too if asked.
+
+    `face` is {box: [left, top, width, height] in the photo's pixels, score} or, where the dataset has
+    a face step and none was found, None ("no face found").
+    """
     if explain_path is not None:
         explain_path = Path(explain_path)
         if explain_path.suffix.lower() != ".png":
             raise PredictError(f"--explain {explain_path}: expected the path of a .png file to write")
         if not explain_path.parent.is_dir():
             raise PredictError(f"--explain {explain_path}: no such folder {explain_path.parent}")
-    images = load_images(paths, spec.dataset.image_size)
+    inputs, with_faces = read_inputs(paths, spec.dataset)
+    images = to_unit_range(np.stack([entry.pixels for entry in inputs]))
     from stages.models.augmentation import compile_augmentation  # imports Keras: after main() chose the backend
 
     model = compile_augmentation(load_trained_model(spec))
@@ -53,11 +80,30 @@ def predict(spec, paths, explain_path=None):
     names = spec.dataset.class_names
     if explain_path is not None:
         maps, _ = gradcam.heatmaps(model, images, spec.network.get("gradcam_layer"))
-        titles = [f"{Path(path).name}\n{names[row.argmax()]} ({row.max():.2f})" for path, row in zip(paths, outputs)]
-        gradcam.plot_explanations(images, maps, titles, f"{spec.name}: where it looked", explain_path)
-    return [{"image": str(path), "predicted": names[int(row.argmax())], "probability": float(row.max()),
-             "probabilities": {name: float(p) for name, p in zip(names, row)}}
-            for path, row in zip(paths, outputs)]
+        titles = [f"{Path(entry.path).name}{face_label(entry) if with_faces else ''}\n"
+                  f"{names[row.argmax()]} ({row.max():.2f})" for entry, row in zip(inputs, outputs)]
+        photos = None
+        if with_faces:
+            photos = [gradcam.in_photo(entry.photo, entry.face.region if entry.face else
+                                       central_square(entry.photo.shape[1], entry.photo.shape[0]), heatmap)
+                      for entry, heatmap in zip(inputs, maps)]
+        gradcam.plot_explanations(images, maps, titles, f"{spec.name}: where it looked", explain_path, photos=photos)
+    results = []
+    for entry, row in zip(inputs, outputs):
+        result = {"image": entry.path}
+        if with_faces:
+            result["face"] = None if entry.face is None else {
+                "box": [round(value, 1) for value in entry.face.box], "score": round(entry.face.score, 3)}
+        results.append({**result, "predicted": names[int(row.argmax())], "probability": float(row.max()),
+                        "probabilities": {name: float(p) for name, p in zip(names, row)}})
+    return results
+
+
+def face_label(entry):
+    """A picture title's note of what was judged: a face by its box's corner, or the whole image."""
+    if entry.face is None:
+        return " (no face found)"
+    return " (face at {:.0f},{:.0f})".format(*entry.face.box[:2])
 
 
 def main(argv=None):
@@ -68,7 +114,8 @@ def main(argv=None):
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--explain", metavar="OUT.png", help="write each image beside its Grad-CAM heatmap here")
     args = parser.parse_args(argv)
-    with exit_on("predict", PredictError, ParamsError, ModelFileError, BackendError, gradcam.GradCamError):
+    with exit_on("predict", PredictError, ParamsError, ModelFileError, BackendError, gradcam.GradCamError,
+                 FaceStepError):
         spec = model_spec(load_params(), args.model)
         use_backend(spec.train["backend"])
         results = predict(spec, args.images, args.explain)
@@ -76,7 +123,12 @@ def main(argv=None):
         print(json.dumps(results, indent=2))
         return
     for result in results:
-        print(f"{result['image']}: {result['predicted']} ({result['probability']:.3f})")
+        where = ""
+        if "face" in result:
+            face = result["face"]
+            where = ": no face found, judged whole" if face is None else \
+                ": face at ({:.0f}, {:.0f}), {:.0f}x{:.0f}".format(*face["box"])
+        print(f"{result['image']}{where}: {result['predicted']} ({result['probability']:.3f})")
         if args.all:
             for name, probability in sorted(result["probabilities"].items(), key=lambda item: -item[1]):
                 print(f"    {name}: {probability:.3f}")

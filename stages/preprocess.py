@@ -6,6 +6,10 @@ otherwise) and classes.json, plus reports/data/<dataset>/summary.json (image cou
 details.json (classes, shapes, storage, skipped files) and samples.png. Images are decoded and
 written a chunk at a time, so memory does not grow with the dataset.
 
+A dataset with a face step (`crop` in params.yaml, stages/faces.py) has every image framed around
+its face, and summary.json counts the faces found per split. Its external sets are also stored
+whole (external_whole/<name>, as without the face step), so evaluate can show the step's effect.
+
     python -m stages.preprocess <dataset>
 """
 
@@ -17,6 +21,7 @@ import numpy as np
 from stages.cli import exit_on, parse_stage_arguments
 from stages.config import ParamsError, dataset_spec, load_params
 from stages.data import IMAGE_DTYPE, class_indices, encode_labels, read_split, save_split
+from stages.faces import FaceStepError, face_step
 from stages.files import staged_path, write_json
 from stages.images import UNREADABLE_IMAGE_ERRORS, array_to_pixels, load_pixels
 from stages.plots import image_grid
@@ -38,8 +43,16 @@ class PreprocessError(RuntimeError):
 def preprocess_dataset(spec):
     """Read spec.raw_dir, write the processed splits and the data report; return the summary."""
     rng = np.random.default_rng(spec.seed)
+    steps = {}  # split: its FaceStep, which counts the faces it finds (none without a face step)
+
+    def step_for(split):
+        step = face_step(spec)
+        if step is not None:
+            steps[split] = step
+        return step
+
     if spec.source_kind == "h5":
-        splits, available, skipped = read_h5_pair(spec)
+        splits, available, skipped = read_h5_pair(spec, step_for)
     else:
         files, labels, available, skipped = choose_class_files(spec, rng)
         try:
@@ -49,23 +62,31 @@ def preprocess_dataset(spec):
         is_test = np.zeros(len(labels), dtype=bool)
         is_test[test_indices] = True
         train_order, test_order = rng.permutation(np.flatnonzero(~is_test)), rng.permutation(test_indices)
-        splits = {split: (decoded_chunks([files[i] for i in order], spec.image_size, f"{spec.name} {split}"),
-                          labels[order])
+        splits = {split: (decoded_chunks([files[i] for i in order], spec.image_size, f"{spec.name} {split}",
+                                         step_for(split)), labels[order])
                   for split, order in (("train", train_order), ("test", test_order))}
     for split, (_, labels) in splits.items():
         if len(labels) == 0:
             raise PreprocessError(f"the {split} split is empty: too few readable images in {spec.raw_dir}")
 
-    external = read_external_sets(spec)
+    framed = read_external_sets(spec, lambda name: step_for(f"external/{name}"))
+    external = {f"external/{name}": ([pixels], labels) for name, (pixels, labels) in framed.items()}
+    if spec.crop is not None:  # the same photos without the face step, for the report's before and after
+        external.update({f"external_whole/{name}": ([pixels], labels)
+                         for name, (pixels, labels) in read_external_sets(spec, lambda name: None).items()})
     shape = (spec.image_size, spec.image_size, 3)
     with staged_path(spec.processed_dir, directory=True) as staging:
-        external_splits = {f"external/{name}": ([pixels], labels) for name, (pixels, labels) in external.items()}
-        for split, (chunks, labels) in {**splits, **external_splits}.items():
+        for split, (chunks, labels) in {**splits, **external}.items():
             save_split(staging, split, encode_labels(labels, spec.num_classes), chunks, shape)
         write_json(staging / "classes.json", spec.class_names)
     summary, details = summarize(spec, {split: labels for split, (_, labels) in splits.items()}, available, skipped)
-    for name, (_, labels) in external.items():
-        summary.setdefault("external", {})[name] = split_counts(spec, labels)
+    for name in spec.external:
+        summary.setdefault("external", {})[name] = split_counts(spec, external[f"external/{name}"][1])
+    if steps:
+        summary["faces_found"] = {split: step.counts() for split, step in steps.items()}
+        for split, step in steps.items():
+            log.info("%s: %s: a face in %d of %d images (the others judged whole)", spec.name, split, step.found,
+                     step.found + step.missed)
     write_json(spec.reports_dir / "summary.json", summary)
     write_json(spec.reports_dir / "details.json", details)
     plot_samples(spec, *read_split(spec.processed_dir, "train"), spec.reports_dir / "samples.png")
@@ -104,25 +125,25 @@ def choose_class_files(spec, rng):
     return files, np.array(labels, dtype=np.int64), available, skipped
 
 
-def decoded_chunks(files, image_size, name):
+def decoded_chunks(files, image_size, name, step=None):
     """The files' pixels, CHUNK_IMAGES images at a time, in the files' order (progress logged every 10 chunks)."""
     for number, start in enumerate(range(0, len(files), CHUNK_IMAGES), 1):
-        yield np.stack([load_pixels(path, image_size) for path in files[start: start + CHUNK_IMAGES]])
+        yield np.stack([load_pixels(path, image_size, step) for path in files[start: start + CHUNK_IMAGES]])
         done = min(start + CHUNK_IMAGES, len(files))
         if number % 10 == 0 or done == len(files):
             log.info("%s: %d of %d images written", name, done, len(files))
 
 
-def read_h5_pair(spec):
-    """Read course-layout train.h5 and test.h5: the files define the split."""
+def read_h5_pair(spec, step_for):
+    """Read course-layout train.h5 and test.h5: the files define the split. step_for(split): its FaceStep or None."""
     splits = {}
     for split in ("train", "test"):
-        pixels, labels = read_course_h5(spec, spec.raw_dir / f"{split}.h5", split, spec.classes)
+        pixels, labels = read_course_h5(spec, spec.raw_dir / f"{split}.h5", split, spec.classes, step_for(split))
         splits[split] = ([pixels], labels)
     return splits, {split: len(labels) for split, (_, labels) in splits.items()}, []
 
 
-def read_course_h5(spec, path, split, classes):
+def read_course_h5(spec, path, split, classes, step=None):
     """(pixels, class indices) of a course-layout HDF5 file; `classes` maps class names to its label ids."""
     index_of_label = {label: spec.class_names.index(name) for name, label in classes.items()}
     try:
@@ -133,14 +154,16 @@ def read_course_h5(spec, path, split, classes):
         raise PreprocessError(f"{path} is missing or unreadable ({error}): run `dvc repro download@{spec.name}` "
                               "to fetch it again") from error
     size = spec.image_size
-    images = np.stack([array_to_pixels(image, size) for image in pixels]) if len(pixels) else \
+    images = np.stack([array_to_pixels(image, size, step) for image in pixels]) if len(pixels) else \
         np.zeros((0, size, size, 3), IMAGE_DTYPE)
     return images, np.array([index_of_label[label] for label in file_labels.tolist()], dtype=np.int64)
 
 
-def read_external_sets(spec):
-    """{name: (pixels, class indices)} of the dataset's external test sets, as download left them."""
-    return {name: read_course_h5(spec, spec.raw_dir / "external" / f"{name}.h5", "test", external["classes"])
+def read_external_sets(spec, step_for):
+    """{name: (pixels, class indices)} of the dataset's external test sets, as download left them;
+    step_for(name): the FaceStep that frames that set, or None."""
+    return {name: read_course_h5(spec, spec.raw_dir / "external" / f"{name}.h5", "test", external["classes"],
+                                 step_for(name))
             for name, external in spec.external.items()}
 
 
@@ -175,7 +198,7 @@ def plot_samples(spec, images, labels, path):
 
 def main(argv=None):
     args = parse_stage_arguments(__doc__, argv, dataset="a key of the datasets section of params.yaml")
-    with exit_on(f"preprocess {args.dataset}", PreprocessError, ParamsError):
+    with exit_on(f"preprocess {args.dataset}", PreprocessError, ParamsError, FaceStepError):
         spec = dataset_spec(load_params(), args.dataset)
         log.info("%s: decoding %s into %dx%d train and test splits", spec.name, spec.raw_dir, spec.image_size,
                  spec.image_size)

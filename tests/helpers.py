@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 import pytest
 import yaml
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFilter
 
 from benchmarks.benchmark import stages_run as stages_run_in_order
 from stages.data import encode_labels, save_split
@@ -20,6 +20,43 @@ from stages.data import encode_labels, save_split
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WITHOUT_TENSORFLOW = Path(__file__).resolve().parent / "without_tensorflow"
 SHARED_DATASETS = REPO_ROOT.parent / "shared" / "datasets"
+# OpenCV Zoo's YuNet face detector (MIT), as ../shared/weights/README.md describes it.
+SHARED_FACE_DETECTOR = REPO_ROOT.parent / "shared" / "weights" / "face_detection_yunet_2026may.onnx"
+needs_face_detector = pytest.mark.skipif(not SHARED_FACE_DETECTOR.is_file(),
+                                         reason=f"no copy of the YuNet face detector at {SHARED_FACE_DETECTOR}")
+CROP = {"margin": 1.0, "colour": "grey", "min_score": 0.6, "detection_size": 256}
+
+
+def face_detector_pin():
+    """A dataset's face_detector block for the shared copy of YuNet (read where it lies)."""
+    import hashlib
+
+    return {"file": str(SHARED_FACE_DETECTOR), "mirror": SHARED_FACE_DETECTOR.name,
+            "sha256": hashlib.sha256(SHARED_FACE_DETECTOR.read_bytes()).hexdigest()}
+
+
+def drawn_face(size=256, centre=None, scale=1.0, background=(70, 110, 150)):
+    """A cartoon face YuNet finds (score about 0.9): skin, hair, eyes, brows, nose, a smile, softened.
+    `centre` (x, y) defaults to the middle; `scale` 1 makes it about 140 x 190 pixels."""
+    image = Image.new("RGB", (size, size), background)
+    draw = ImageDraw.Draw(image)
+    cx, cy = centre or (size / 2, size / 2)
+
+    def box(x0, y0, x1, y1):
+        return [cx + x0 * scale, cy + y0 * scale, cx + x1 * scale, cy + y1 * scale]
+
+    skin, hair = (224, 172, 140), (60, 40, 30)
+    draw.ellipse(box(-70, -95, 70, 95), fill=skin)
+    draw.ellipse(box(-75, -110, 75, -30), fill=hair)
+    draw.ellipse(box(-70, -60, 70, 95), fill=skin)
+    for x in (-30, 30):
+        draw.ellipse(box(x - 15, -25, x + 15, -10), fill=(255, 255, 255))
+        draw.ellipse(box(x - 6, -23, x + 6, -12), fill=(40, 30, 20))
+        draw.line(box(x - 18, -38, x + 18, -35), fill=hair, width=max(1, int(5 * scale)))
+    draw.polygon([(cx, cy - 5 * scale), (cx - 10 * scale, cy + 25 * scale), (cx + 10 * scale, cy + 25 * scale)],
+                 fill=(200, 140, 110))
+    draw.chord(box(-30, 30, 30, 65), 0, 180, fill=(150, 50, 50))
+    return image.filter(ImageFilter.GaussianBlur(2 * scale))
 
 
 def write_image_folders(root, images_per_folder, size=(20, 16), mode="RGB", seed=0):
@@ -61,9 +98,10 @@ def tar_folder(source_dir, archive_path, top="top"):
 
 
 def dataset_block(source, classes, fingerprint=None, test_fraction=0.25, image_size=8, max_per_class=None,
-                  external=None):
+                  external=None, crop=None, face_detector=None):
     return {"source": source, "classes": classes, "test_fraction": test_fraction, "image_size": image_size,
-            "max_per_class": max_per_class, "fingerprint": fingerprint, "external": external or {}}
+            "max_per_class": max_per_class, "fingerprint": fingerprint, "external": external or {}, "crop": crop,
+            "face_detector": face_detector}
 
 
 def write_params(project_dir, datasets, seed=7):

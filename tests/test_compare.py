@@ -172,6 +172,25 @@ def test_a_model_no_better_than_chance_on_an_external_set_is_flagged():
     assert compare.chance_flags(rows, {}, num_classes=2) == []
 
 
+def test_the_face_step_lines_give_the_faces_found_and_each_external_set_with_and_without_the_step():
+    rows = pd.DataFrame({"model": ["cnn", "mobilenet"],
+                         "course accuracy": [0.8, 0.9], "course balanced accuracy": [0.75, 0.85],
+                         "course whole-frame accuracy": [0.5, 0.6],
+                         "course whole-frame balanced accuracy": [0.5, 0.55]})
+    summary = {"external": {"course": {"total": 150}},
+               "faces_found": {"train": {"found": 90, "missed": 10}, "external/course": {"found": 149, "missed": 1}}}
+    crop = {"margin": 1.2, "colour": "grey"}
+
+    lines = compare.face_step_lines(rows, summary, crop)
+
+    assert "(1.2 times the detector's box), turned grey," in lines[0]
+    assert lines[0].endswith("Faces found: train 90 of 100; course 149 of 150.")
+    table = [line for line in "\n".join(lines).splitlines() if line.startswith("| mobilenet")]
+    assert [cell.strip() for cell in table[0].split("|")[1:-1]] == ["mobilenet", "course", "0.900", "0.600", "0.850",
+                                                                    "0.550"]
+    assert compare.face_step_lines(rows, {"external": {"course": {"total": 150}}}, None) == []
+
+
 def test_a_significant_lead_is_called_so(reports):
     models = load_params()["models"]
     del models["digits_transfer"]

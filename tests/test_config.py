@@ -3,11 +3,12 @@
 import copy
 
 import pytest
-from helpers import REPO_ROOT, dataset_block
+from helpers import CROP, REPO_ROOT, dataset_block
 
 from stages.config import ParamsError, dataset_spec, load_params, model_spec
 
 GOOD = {"seed": 1, "datasets": {"tiny": dataset_block({"url": "somewhere"}, {"a": "a", "b": "b"})}}
+PIN = {"file": "https://example.org/yunet.onnx", "mirror": "yunet.onnx", "sha256": "0" * 64}
 
 
 def with_change(path, value):
@@ -27,6 +28,15 @@ def with_change(path, value):
 def test_good_block_is_accepted():
     spec = dataset_spec(GOOD, "tiny")
     assert spec.source_kind == "folders" and spec.class_names == ["a", "b"] and spec.seed == 1
+    assert spec.crop is None
+
+
+def test_a_face_step_and_its_detector_are_read():
+    params = with_change("datasets.tiny.crop", dict(CROP))
+    params["datasets"]["tiny"]["face_detector"] = dict(PIN)
+    spec = dataset_spec(params, "tiny")
+    assert spec.crop == CROP and spec.face_detector == PIN
+    assert spec.face_detector_path.as_posix() == "data/raw/tiny/face_detector.onnx"
 
 
 @pytest.mark.parametrize("path, value, expected", [
@@ -45,10 +55,28 @@ def test_good_block_is_accepted():
     ("datasets.tiny.classes", ..., "datasets.tiny.classes is missing"),
     ("datasets.tiny.test_fraction", ..., "datasets.tiny.test_fraction must be a number"),
     ("seed", "forty-two", "seed must be an integer"),
+    ("datasets.tiny.crop", ..., "datasets.tiny.crop is missing: set it, or null for no face step"),
+    ("datasets.tiny.crop", {"margin": 1.0}, "datasets.tiny.crop: missing colour, detection_size, min_score"),
+    ("datasets.tiny.crop", {**CROP, "colour": "sepia"}, "datasets.tiny.crop.colour must be one of grey, rgb"),
+    ("datasets.tiny.crop", {**CROP, "min_score": 1.5}, "datasets.tiny.crop.min_score must be a number between"),
+    ("datasets.tiny.crop", {**CROP, "margin": 0}, "datasets.tiny.crop.margin must be a positive number"),
 ])
 def test_bad_block_names_the_field(path, value, expected):
     with pytest.raises(ParamsError) as error:
         dataset_spec(with_change(path, value), "tiny")
+    assert expected in str(error.value)
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({"face_detector": None}, "datasets.tiny.crop needs datasets.tiny.face_detector"),
+    ({"face_detector": {**PIN, "sha256": "abc"}}, "datasets.tiny.face_detector.sha256 must be the file's 64 hex"),
+    ({"face_detector": {**PIN, "url": "x"}}, "datasets.tiny.face_detector: unknown key(s) url"),
+])
+def test_a_face_step_needs_a_pinned_detector(change, expected):
+    params = with_change("datasets.tiny.crop", dict(CROP))
+    params["datasets"]["tiny"].update(change)
+    with pytest.raises(ParamsError) as error:
+        dataset_spec(params, "tiny")
     assert expected in str(error.value)
 
 

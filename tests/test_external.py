@@ -5,7 +5,9 @@ import json
 
 import numpy as np
 import pytest
-from helpers import TRAIN_DEFAULTS, dataset_block, leftovers, run_stage, write_course_h5, write_image_folders, write_params
+from helpers import (
+    CROP, TRAIN_DEFAULTS, dataset_block, face_detector_pin, leftovers, needs_face_detector,
+    run_stage, write_course_h5, write_image_folders, write_params)
 
 from stages import download, evaluate, preprocess
 from stages.config import ParamsError, dataset_spec, load_params, model_spec
@@ -65,7 +67,7 @@ def test_external_set_through_the_local_copy(project, tmp_path, monkeypatch, wit
 
 
 @pytest.mark.parametrize("damage, message", [
-    ("missing", "datasets.tiny.external.elsewhere: the external test file {path} does not exist"),
+    ("missing", "datasets.tiny.external.elsewhere: the file {path} does not exist"),
     ("other bytes", "datasets.tiny.external.elsewhere: {path} has sha256"),
     ("not hdf5", "datasets.tiny.external.elsewhere: {path} has sha256"),
     ("unknown label", "has labels [40] that no class in params.yaml maps to"),
@@ -99,6 +101,10 @@ def test_external_classes_must_be_the_datasets(project, with_external):
 
 @pytest.fixture
 def evaluated_inputs(project, with_external):
+    return prepare_evaluation(project)
+
+
+def prepare_evaluation(project):
     """The data stages run, a (random) model saved where train puts it."""
     assert run_stage(download, "tiny") is None and run_stage(preprocess, "tiny") is None
     params = load_params()
@@ -133,3 +139,18 @@ def test_evaluate_with_a_damaged_external_set_writes_nothing(project, evaluated_
                             "readable .npy array")
     assert "run `dvc repro preprocess@tiny` to rebuild it" in error
     assert not (project / "reports/metrics").exists() and not (project / "reports/eval").exists()
+
+
+@needs_face_detector
+def test_with_a_face_step_evaluate_also_scores_the_external_photos_whole(project, with_external):
+    params = load_params()
+    params["datasets"]["tiny"].update(crop=dict(CROP), face_detector=face_detector_pin())
+    (project / "params.yaml").write_text(json.dumps(params))
+    prepare_evaluation(project)
+
+    assert run_stage(evaluate, "tiny_cnn") is None
+
+    metrics = json.loads((project / "reports/metrics/tiny_cnn.json").read_text())
+    assert metrics["external"]["elsewhere"]["test_images"] == metrics["external_whole"]["elsewhere"]["test_images"] == 6
+    summary = json.loads((project / "reports/data/tiny/summary.json").read_text())
+    assert summary["faces_found"]["external/elsewhere"] == {"found": 0, "missed": 6}  # noise: no faces

@@ -4,13 +4,17 @@ import json
 
 import numpy as np
 import pytest
-from helpers import dataset_block, write_course_h5, write_image_folders, write_params
+import shutil
+
+from helpers import (
+    CROP, SHARED_FACE_DETECTOR, dataset_block, drawn_face, face_detector_pin, needs_face_detector, write_course_h5,
+    write_image_folders, write_params)
 from PIL import Image
 
 from stages import preprocess
 from stages.config import DATA_REPORTS_DIR, PROCESSED_DIR, dataset_spec, load_params
 from stages.data import read_split
-from stages.images import load_pixels, to_unit_range
+from stages.images import frame_pixels, load_pixels, to_pixels, to_unit_range
 
 THREE_CLASSES = {"red": "red", "green": "green", "blue": "blue"}
 
@@ -189,8 +193,45 @@ def test_images_written_in_chunks_are_the_images_written_at_once(three_classes, 
     whole = {split: (PROCESSED_DIR / "tiny" / split / "images.npy").read_bytes() for split in ("train", "test")}
     monkeypatch.setattr(preprocess, "CHUNK_IMAGES", 7)  # 30 training images: chunks of 7, 7, 7, 7 and 2
     decoded = []
-    monkeypatch.setattr(preprocess, "load_pixels", lambda path, size: decoded.append(path) or load_pixels(path, size))
+    monkeypatch.setattr(preprocess, "load_pixels",
+                        lambda path, size, step=None: decoded.append(path) or load_pixels(path, size, step))
     train, _, _ = run_preprocess("tiny")
     assert {split: (PROCESSED_DIR / "tiny" / split / "images.npy").read_bytes() for split in whole} == whole
     assert len(decoded) == 2 * 40, "each image decoded once to check it and once to write it"
     np.testing.assert_array_equal(train["images"], to_unit_range(train["stored"].pixels(np.arange(30))))
+
+
+@needs_face_detector
+def test_a_face_step_frames_every_split_counts_the_faces_and_keeps_external_photos_whole(project):
+    """Faces drawn off-centre in 96 px photos, blank photos in between; an external set of the same kinds."""
+    raw = project / "data/raw/people"
+    for index in range(12):
+        folder = ("frown", "smile")[index % 2]
+        photo = Image.new("RGB", (96, 96), (70, 110, 150)) if index % 3 == 2 else \
+            drawn_face(96, centre=(60, 40 + index), scale=0.3)
+        (raw / folder).mkdir(parents=True, exist_ok=True)
+        photo.save(raw / folder / f"{index:02d}.png")
+    external_photos = [drawn_face(96, centre=(40, 50), scale=0.3), Image.new("RGB", (96, 96), (200, 90, 40))]
+    (raw / "external").mkdir()
+    write_course_h5(raw / "external/elsewhere.h5", "test", np.stack([np.asarray(p) for p in external_photos]),
+                    [0, 1], [b"frown", b"smile"])
+    write_params(project, {"people": dataset_block(
+        {"url": "unused"}, {"frown": "frown", "smile": "smile"}, test_fraction=0.25, image_size=16,
+        external={"elsewhere": {"file": "unused.h5", "classes": {"frown": 0, "smile": 1}}}, crop=dict(CROP),
+        face_detector=face_detector_pin())})
+    shutil.copyfile(SHARED_FACE_DETECTOR, raw / "face_detector.onnx")
+
+    train, test, summary = run_preprocess("people")
+
+    found = summary["faces_found"]
+    assert found["train"]["found"] + found["test"]["found"] == 8
+    assert found["train"]["missed"] + found["test"]["missed"] == 4
+    assert found["external/elsewhere"] == {"found": 1, "missed": 1}
+    for split in (train, test):
+        images = split["stored"].pixels(range(len(split["labels"])))
+        assert (images[..., 0] == images[..., 1]).all() and (images[..., 1] == images[..., 2]).all()  # grey
+    stored = {view: np.load(project / f"data/processed/people/{view}/elsewhere/images.npy")
+              for view in ("external", "external_whole")}
+    assert np.array_equal(stored["external_whole"][0], to_pixels(external_photos[0], 16))
+    assert not np.array_equal(stored["external"][0], stored["external_whole"][0])
+    assert np.array_equal(stored["external"][1], frame_pixels(external_photos[1], 16, None, grey=True))

@@ -1,0 +1,147 @@
+"""The face step: crop geometry, the real detector on drawn faces, the whole-frame fallback, and its errors."""
+
+import hashlib
+import json
+import re
+
+import numpy as np
+import pytest
+from helpers import (
+    CROP, SHARED_FACE_DETECTOR, dataset_block, drawn_face, face_detector_pin, leftovers, needs_face_detector,
+    run_stage, write_image_folders, write_params)
+from PIL import Image
+
+from stages import download
+from stages.config import dataset_spec, load_params
+from stages.faces import FaceStep, FaceStepError, face_step, square_region
+from stages.images import frame_pixels, to_pixels
+
+
+@pytest.mark.parametrize("box, margin, size, expected", [
+    ((40, 30, 20, 40), 1.0, (100, 100), (30, 30, 70, 70)),     # the longer side, centred on the box
+    ((40, 30, 20, 40), 1.5, (100, 100), (20, 20, 80, 80)),     # widened by the margin
+    ((0, 0, 20, 20), 2.0, (100, 100), (0, 0, 40, 40)),         # moved inside at a corner
+    ((-2, -1, 66, 66), 1.0, (64, 64), (0, 0, 64, 64)),         # a box past the edges: the whole image
+    ((80, 10, 30, 30), 2.0, (100, 50), (50, 0, 100, 50)),      # shrunk to the shorter side, moved inside
+])
+def test_the_crop_is_the_square_around_the_box_inside_the_image(box, margin, size, expected):
+    assert square_region(box, margin, *size) == expected
+
+
+@pytest.fixture
+def step():
+    return FaceStep(CROP, SHARED_FACE_DETECTOR, face_detector_pin()["sha256"])
+
+
+@needs_face_detector
+def test_the_detector_finds_a_drawn_face_where_it_was_drawn(step):
+    faces = step.faces(drawn_face(256, centre=(150, 120), scale=0.5))
+    assert len(faces) == 1 and faces[0].score > CROP["min_score"]
+    left, top, width, height = faces[0].box
+    assert abs(left + width / 2 - 150) < 10 and abs(top + height / 2 - 120) < 15
+    assert 50 < width < 100 and 70 < height < 130  # the face is drawn about 70 x 95 pixels at this scale
+    region = faces[0].region
+    assert region[2] - region[0] == region[3] - region[1] == round(CROP["margin"] * max(width, height))
+
+
+@needs_face_detector
+def test_several_faces_come_largest_first(step):
+    photo = Image.new("RGB", (600, 300), (70, 110, 150))
+    photo.paste(drawn_face(120, scale=0.4), (40, 90))
+    photo.paste(drawn_face(260, scale=1.0), (300, 20))
+    faces = step.faces(photo)
+    assert len(faces) == 2
+    assert faces[0].box[0] > 300 and faces[1].box[0] < 200
+    assert faces[0].box[2] * faces[0].box[3] > faces[1].box[2] * faces[1].box[3]
+
+
+@needs_face_detector
+def test_a_face_is_framed_grey_and_an_image_without_one_keeps_its_whole_frame(step):
+    face, blank = drawn_face(256, centre=(100, 140), scale=0.6), Image.new("RGB", (90, 60), (30, 160, 90))
+    pixels = to_pixels(face, 16, step)
+    assert np.array_equal(pixels, frame_pixels(face, 16, step.faces(face)[0].region, grey=True))
+    assert not np.array_equal(pixels, frame_pixels(face, 16, None, grey=True))
+    assert np.array_equal(pixels[..., 0], pixels[..., 1]) and np.array_equal(pixels[..., 1], pixels[..., 2])
+    assert np.array_equal(to_pixels(blank, 16, step), frame_pixels(blank, 16, None, grey=True))
+    assert step.counts() == {"found": 1, "missed": 1}
+
+
+def test_a_missing_detector_says_how_to_fetch_it(tmp_path):
+    with pytest.raises(FaceStepError, match=r"face detector .*none.onnx is missing: run the download stage"):
+        FaceStep(CROP, tmp_path / "none.onnx")
+
+
+def test_a_datasets_face_step_says_which_download_fetches_its_detector(project):
+    write_params(project, {"tiny": dataset_block({"url": "unused"}, {"a": "a", "b": "b"}, crop=dict(CROP),
+                                                 face_detector={"file": "x.onnx", "sha256": "0" * 64})})
+    missing = r"data/raw/tiny/face_detector.onnx is missing: run `dvc repro download@tiny`"
+    with pytest.raises(FaceStepError, match=missing):
+        face_step(dataset_spec(load_params(), "tiny"))
+
+
+def test_a_tampered_detector_is_refused(tmp_path):
+    path = tmp_path / "yunet.onnx"
+    path.write_bytes(b"not the pinned file")
+    with pytest.raises(FaceStepError, match="has sha256 .* params.yaml pins 0{64}"):
+        FaceStep(CROP, path, "0" * 64)
+
+
+def test_a_file_opencv_cannot_load_is_refused(tmp_path):
+    path = tmp_path / "yunet.onnx"
+    path.write_bytes(b"not an ONNX model")
+    with pytest.raises(FaceStepError, match="is not a face detector OpenCV can load"):
+        FaceStep(CROP, path)
+
+
+def test_an_opencv_without_yunet_is_named(tmp_path, monkeypatch):
+    import cv2
+
+    monkeypatch.delattr(cv2, "FaceDetectorYN")
+    path = tmp_path / "yunet.onnx"
+    path.write_bytes(b"whatever")
+    with pytest.raises(FaceStepError, match=f"OpenCV {cv2.__version__} has no FaceDetectorYN"):
+        FaceStep(CROP, path)
+
+
+def dataset_with_detector(project, tmp_path, monkeypatch, detector_bytes, sha256):
+    """A tiny folder dataset with a face step whose detector's mirror under LOCAL_WEIGHTS_DIR holds
+    detector_bytes (None: no file), pinned by sha256."""
+    source = write_image_folders(tmp_path / "source", {"a": 4, "b": 4})
+    mirror = tmp_path / "weights"
+    mirror.mkdir()
+    if detector_bytes is not None:
+        (mirror / "yunet.onnx").write_bytes(detector_bytes)
+    monkeypatch.setenv("LOCAL_WEIGHTS_DIR", str(mirror))
+    pin = {"file": "https://example.invalid/yunet.onnx", "mirror": "yunet.onnx", "sha256": sha256}
+    write_params(project, {"tiny": dataset_block({"url": str(source)}, {"a": "a", "b": "b"}, crop=dict(CROP),
+                                                 face_detector=pin)})
+
+
+@needs_face_detector
+def test_download_fetches_the_pinned_detector_from_the_offline_mirror(project, tmp_path, monkeypatch):
+    dataset_with_detector(project, tmp_path, monkeypatch, SHARED_FACE_DETECTOR.read_bytes(),
+                          face_detector_pin()["sha256"])
+    assert run_stage(download, "tiny") is None
+    assert (project / "data/raw/tiny/face_detector.onnx").read_bytes() == SHARED_FACE_DETECTOR.read_bytes()
+    record = json.loads((project / "data/raw/tiny.json").read_text())
+    assert record["face_detector_sha256"] == face_detector_pin()["sha256"]
+
+
+@pytest.mark.parametrize("content, expected", [
+    (b"another file", "datasets.tiny.face_detector: .*yunet.onnx has sha256 [0-9a-f]{64}, params.yaml expects 0{64}"),
+    (None, "datasets.tiny.face_detector: the file .*yunet.onnx does not exist"),
+])
+def test_download_refuses_a_wrong_or_missing_detector_and_writes_nothing(project, tmp_path, monkeypatch, content,
+                                                                        expected):
+    dataset_with_detector(project, tmp_path, monkeypatch, content, "0" * 64)
+    message = run_stage(download, "tiny")
+    assert message is not None and re.search(expected, message), message
+    assert leftovers(project / "data/raw") == []
+
+
+def test_download_refuses_a_pinned_file_opencv_cannot_run(project, tmp_path, monkeypatch):
+    content = b"not an ONNX model"
+    dataset_with_detector(project, tmp_path, monkeypatch, content, hashlib.sha256(content).hexdigest())
+    message = run_stage(download, "tiny")
+    assert message is not None and "is not a face detector OpenCV can load" in message, message
+    assert leftovers(project / "data/raw") == []
