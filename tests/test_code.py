@@ -3,9 +3,12 @@
 
 import re
 
+import numpy as np
 import pytest
 import yaml
-from helpers import REPO_ROOT, TRAIN_DEFAULTS, dataset_block, run_stage, save_params, write_image_folders
+from helpers import (
+    CROP, REPO_ROOT, SHARED_FACE_DETECTOR, TRAIN_DEFAULTS, dataset_block, face_detector_pin, run_stage, save_params,
+    write_course_h5, write_image_folders)
 
 from stages import compare, config, download, evaluate, preprocess, train
 from stages.code import code_files
@@ -126,9 +129,9 @@ def record_spec_reads(monkeypatch, reads):
         value = object.__getattribute__(spec, name)
         where = ("seed",) if name == "seed" else ("datasets", object.__getattribute__(spec, "name"), name)
         if name in dataset_fields or name == "seed":
+            reads.add(".".join(where))  # a field read at all, even to see whether it is set, is a read
             if isinstance(value, dict):
                 return Recorded(value, [where], reads)
-            reads.add(".".join(where))
         return value
 
     def model_attribute(spec, name):
@@ -167,9 +170,17 @@ def small_pipeline(project, tmp_path, monkeypatch):
     mirror = tmp_path / "mirror"
     write_image_folders(mirror / "faces", {"frown": 6, "smile": 6}, size=(16, 16))
     monkeypatch.setenv("LOCAL_DATA_DIR", str(mirror))
+    face_step = {}
+    if SHARED_FACE_DETECTOR.is_file():  # the face step's reads too, with an external set it frames
+        write_course_h5(mirror / "elsewhere.h5", "test", np.full((4, 16, 16, 3), 128, np.uint8), [0, 1, 0, 1],
+                        [b"frown", b"smile"])
+        external = {"file": "https://example.invalid/elsewhere.h5", "mirror": "elsewhere.h5",
+                    "classes": {"frown": 0, "smile": 1}}
+        face_step = {"crop": dict(CROP), "face_detector": face_detector_pin(), "external": {"elsewhere": external}}
     params = {"seed": 3,
-              "datasets": {"faces": dataset_block({"url": "http://127.0.0.1:9/faces.zip", "mirror": "faces"},
-                                                  {"frown": "frown", "smile": "smile"}, image_size=16)},
+              "datasets": {"faces": {**dataset_block({"url": "http://127.0.0.1:9/faces.zip", "mirror": "faces"},
+                                                     {"frown": "frown", "smile": "smile"}, image_size=16),
+                                     **face_step}},
               "train": dict(TRAIN_DEFAULTS, batch_size=4, epochs=1),
               "models": {"faces_cnn": {"dataset": "faces", "builder": "happy_cnn"}}}
     save_params(project, params)
