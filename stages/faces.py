@@ -96,8 +96,9 @@ def load_detector(path, sha256, min_score, fetch="run the download stage"):
     says how to fetch the file again."""
     if not path.is_file():
         raise FaceStepError(f"the face detector {path} is missing: {fetch} to fetch it")
-    if sha256 is not None and file_sha256(path) != sha256:
-        raise FaceStepError(f"{path} has sha256 {file_sha256(path)}, params.yaml pins {sha256}: the file was changed "
+    found = None if sha256 is None else file_sha256(path)
+    if found != sha256:
+        raise FaceStepError(f"{path} has sha256 {found}, params.yaml pins {sha256}: the file was changed "
                             f"or damaged; {fetch} to fetch it again")
     try:
         import cv2

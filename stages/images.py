@@ -21,8 +21,8 @@ PIXEL_MAX = 255.0
 def to_pixels(image, image_size, face_step=None):
     """An image as uint8 (image_size, image_size, 3): every image a model sees comes through here.
 
-    Turned upright; with a face step, cut to the square around its largest face (the whole frame if none is found); then
-    framed by frame_pixels.
+    Turned upright; with a face step, cut to the square around its largest face (the whole frame if
+    none is found); then framed by frame_pixels.
     """
     image = upright(image)
     face = face_step.largest_face(image) if face_step is not None else None

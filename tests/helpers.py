@@ -29,10 +29,10 @@ CROP = {"margin": 1.0, "colour": "grey", "min_score": 0.6, "detection_size": 256
 
 def face_detector_pin():
     """A dataset's face_detector block for the shared copy of YuNet (read where it lies)."""
-    import hashlib
+    from stages.files import file_sha256
 
     return {"file": str(SHARED_FACE_DETECTOR), "mirror": SHARED_FACE_DETECTOR.name,
-            "sha256": hashlib.sha256(SHARED_FACE_DETECTOR.read_bytes()).hexdigest()}
+            "sha256": file_sha256(SHARED_FACE_DETECTOR)}
 
 
 def drawn_face(size=256, centre=None, scale=1.0, background=(70, 110, 150)):
