@@ -182,12 +182,20 @@ def _check_pin(pin, where):
     if not isinstance(pin, dict):
         raise ParamsError(f"{where}: expected the file's file, mirror and sha256, got {pin!r}")
     _reject_unknown_keys(pin, PIN_KEYS, where)
-    if not isinstance(pin.get("file"), str) or not pin["file"]:
-        raise ParamsError(f"{where}.file must be the file's path or http(s) URL, got {pin.get('file')!r}")
-    sha256 = pin.get("sha256")
-    if not (isinstance(sha256, str) and SHA256_PATTERN.match(sha256)):
-        raise ParamsError(f"{where}.sha256 must be the file's 64 hex digits, got {sha256!r}")
+    _check_file_and_sha256(pin, where, sha256_required=True)
     return dict(pin)
+
+
+def _check_file_and_sha256(block, where, sha256_required):
+    """A block's `file` (a path or http(s) URL) and `sha256` (64 hex digits; null allowed unless required)."""
+    if not isinstance(block.get("file"), str) or not block["file"]:
+        raise ParamsError(f"{where}.file must be the file's path or http(s) URL, got {block.get('file')!r}")
+    sha256 = block.get("sha256")
+    if sha256 is None and not sha256_required:
+        return
+    if not (isinstance(sha256, str) and SHA256_PATTERN.match(sha256)):
+        raise ParamsError(f"{where}.sha256 must be the file's 64 hex digits{'' if sha256_required else ', or null'}; "
+                          f"got {sha256!r}")
 
 
 def _check_external(external, class_names, where):
@@ -199,16 +207,12 @@ def _check_external(external, class_names, where):
         if not isinstance(block, dict):
             raise ParamsError(f"{here}: expected a mapping, got {block!r}")
         _reject_unknown_keys(block, EXTERNAL_KEYS, here)
-        if not isinstance(block.get("file"), str) or not block["file"]:
-            raise ParamsError(f"{here}.file must be the HDF5 file's path or http(s) URL, got {block.get('file')!r}")
+        _check_file_and_sha256(block, here, sha256_required=False)
         classes = _check_classes(block.get("classes"), "label id", f"{here}.classes")
         unknown = sorted(set(classes) - set(class_names))
         if unknown:
             raise ParamsError(f"{here}.classes: {', '.join(unknown)} not among the dataset's classes "
                               f"({', '.join(class_names)})")
-        sha256 = block.get("sha256")
-        if sha256 is not None and not (isinstance(sha256, str) and SHA256_PATTERN.match(sha256)):
-            raise ParamsError(f"{here}.sha256 must be 64 hex digits, or null; got {sha256!r}")
     return {str(name): dict(block) for name, block in external.items()}
 
 

@@ -11,6 +11,7 @@ The detector is OpenCV's YuNet (an ONNX model, MIT), pinned by `face_detector` i
 block: the download stage fetches it into data/raw/<dataset>/face_detector.onnx.
 """
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,6 +90,13 @@ class FaceStep:
 
     def counts(self):
         return {"found": self.found, "missed": self.missed}
+
+    def counting_anew(self):
+        """A FaceStep sharing this one's detector (loaded and checked once) whose counts start at zero:
+        one per split, so each split's faces are counted on their own."""
+        step = copy.copy(self)
+        step.found = step.missed = 0
+        return step
 
 
 def load_detector(path, sha256, min_score, fetch="run the download stage"):

@@ -43,13 +43,14 @@ class PreprocessError(RuntimeError):
 def preprocess_dataset(spec):
     """Read spec.raw_dir, write the processed splits and the data report; return the summary."""
     rng = np.random.default_rng(spec.seed)
-    steps = {}  # split: its FaceStep, which counts the faces it finds (none without a face step)
+    dataset_step = face_step(spec)  # None without a face step
+    steps = {}  # split: its own FaceStep over the one detector, counting the faces that split holds
 
     def step_for(split):
-        step = face_step(spec)
-        if step is not None:
-            steps[split] = step
-        return step
+        if dataset_step is None:
+            return None
+        steps[split] = dataset_step.counting_anew()
+        return steps[split]
 
     if spec.source_kind == "h5":
         splits, available, skipped = read_h5_pair(spec, step_for)

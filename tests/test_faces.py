@@ -66,6 +66,17 @@ def test_a_face_is_framed_grey_and_an_image_without_one_keeps_its_whole_frame(st
     assert step.counts() == {"found": 1, "missed": 1}
 
 
+@needs_face_detector
+def test_a_step_counting_anew_shares_the_detector_and_counts_only_its_own_images(step):
+    blank = Image.new("RGB", (90, 60), (30, 160, 90))
+    step.largest_face(blank)
+    split_step = step.counting_anew()
+    assert split_step.counts() == {"found": 0, "missed": 0}
+    assert split_step.largest_face(drawn_face(256, centre=(100, 140), scale=0.6)) is not None
+    assert split_step.counts() == {"found": 1, "missed": 0} and step.counts() == {"found": 0, "missed": 1}
+    assert split_step._detector is step._detector
+
+
 def test_a_missing_detector_says_how_to_fetch_it(tmp_path):
     with pytest.raises(FaceStepError, match=r"face detector .*none.onnx is missing: run the download stage"):
         FaceStep(CROP, tmp_path / "none.onnx")
