@@ -19,7 +19,7 @@ from stages.models import get_builder, save_model
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(on_jax(), reason="this pass's own process runs JAX")]
 
 MODELS = {
-    "happy_cnn": (2, {"augmentation": {"flip": "horizontal", "rotation": 0.05}}),
+    "happy_cnn": (2, {"augmentation": {"flip": "horizontal", "rotation": 0.05, "blur": 0.5}}),
     "signs_cnn": (6, {"augmentation": {"rotation": 0.08, "zoom": 0.15, "shift": 0.1, "brightness": 0.2,
                                        "contrast": 0.2}}),
     "transfer": (6, {"backbone": "MobileNetV2", "alpha": 0.35, "weights": "none", "input_size": 96,

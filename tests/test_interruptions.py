@@ -52,7 +52,7 @@ def remove_outputs(project, name):
 
 
 EVERY_AUGMENTATION = {"flip": "horizontal", "rotation": 0.1, "zoom": 0.1, "shift": 0.1, "brightness": 0.1,
-                      "contrast": 0.1}
+                      "contrast": 0.1, "blur": 0.5}
 
 
 def use_transfer_with_dropout_and_augmentation(project):

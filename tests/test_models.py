@@ -144,7 +144,7 @@ def test_a_mobilenet_transfer_model_loads_with_plain_keras(tmp_path):
 
 
 EVERY_AUGMENTATION = {"flip": "horizontal", "rotation": 0.1, "zoom": 0.1, "shift": 0.1, "brightness": 0.2,
-                      "contrast": 0.2}
+                      "contrast": 0.2, "blur": 0.5}
 
 
 @pytest.mark.backends

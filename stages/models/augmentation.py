@@ -4,11 +4,14 @@ The layers sit right after the model's input. Keras runs them only while trainin
 (evaluate, predict, Grad-CAM) they pass images through unchanged, so the saved model needs nothing
 switched off. Their random states are saved with resumable checkpoints like dropout's.
 
-    augmentation: {flip: horizontal, rotation: 0.05, zoom: 0.1, shift: 0.1, brightness: 0.2, contrast: 0.2}
+    augmentation: {flip: horizontal, rotation: 0.05, zoom: 0.1, shift: 0.1, brightness: 0.2, contrast: 0.2,
+                   blur: 0.5}
 
 flip: horizontal, vertical or horizontal_and_vertical; rotation: a fraction of a full turn either
 way; zoom and shift: a fraction of the image height and width; brightness and contrast: a fraction
-of the [0, 1] range and of the contrast. Layers run in the order of this docstring's example.
+of the [0, 1] range and of the contrast; blur: the chance that an image is blurred (a 5x5 Gaussian
+of up to one pixel's sigma, drawn per batch), as a face a few dozen pixels wide looks once enlarged.
+Layers run in the order of this docstring's example.
 """
 
 import keras
@@ -20,6 +23,8 @@ LAYERS = {
     "shift": lambda value, name: keras.layers.RandomTranslation(value, value, name=name),
     "brightness": lambda value, name: keras.layers.RandomBrightness(value, value_range=(0.0, 1.0), name=name),
     "contrast": lambda value, name: keras.layers.RandomContrast(value, value_range=(0.0, 1.0), name=name),
+    "blur": lambda value, name: keras.layers.RandomGaussianBlur((value, value), kernel_size=5, sigma=(0.0, 1.0),
+                                                                value_range=(0.0, 1.0), name=name),
 }
 
 
