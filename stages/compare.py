@@ -81,6 +81,8 @@ def collect(specs):
             row[f"{name} accuracy low"], row[f"{name} accuracy high"] = (metrics["ci95"]["accuracy"][end]
                                                                          for end in ("low", "high"))
             row[f"{name} balanced accuracy"] = metrics["balanced_accuracy"]
+            row[f"{name} balanced accuracy low"], row[f"{name} balanced accuracy high"] = (
+                metrics["ci95"]["balanced_accuracy"][end] for end in ("low", "high"))
         for name, metrics in sources["metrics"].get("external_whole", {}).items():  # the same, without a face step
             row[f"{name} {WHOLE_FRAME} accuracy"] = metrics["accuracy"]
             row[f"{name} {WHOLE_FRAME} balanced accuracy"] = metrics["balanced_accuracy"]
@@ -128,32 +130,42 @@ def baseline_flags(rows, baseline, headline):
             for _, row in rows.iterrows() if not row[headline] > baseline[headline]]
 
 
-def correct_answers(spec):
-    """Per test image, whether the model got it right (from predictions.json, in test-split order)."""
-    return np.array([row["actual"] == row["predicted"] for row in read_json(spec.eval_dir / "predictions.json")])
+def correct_answers(spec, test_set=None):
+    """Per image of the test split (test_set None) or of an external set, whether the model got it right,
+    in the set's order (from predictions.json or predictions_external.json)."""
+    if test_set is None:
+        rows = read_json(spec.eval_dir / "predictions.json")
+    else:
+        rows = read_json(spec.eval_dir / "predictions_external.json").get(test_set)
+        if rows is None:
+            raise CompareError(f"{spec.eval_dir / 'predictions_external.json'} has no `{test_set}`: "
+                               f"run `dvc repro evaluate@{spec.name}`")
+    return np.array([row["actual"] == row["predicted"] for row in rows])
 
 
 # A dataset's `headline` metric (a `ci95` key): the table column it names.
 HEADLINE_COLUMNS = {key: column for column, key in INTERVALS.items()}
 
 
-def best_model_line(table, specs, significance=0.05):
-    """The best model by the dataset's headline metric, and whether an exact McNemar test on the same test
-    images says it beats each other model."""
+def best_model_line(table, specs, test_set=None, significance=0.05):
+    """The best model on the test split (test_set None) or an external set, by the dataset's headline metric,
+    and whether an exact McNemar test on the same images says it beats each other model."""
     headline = HEADLINE_COLUMNS[specs[0].dataset.headline]
-    ranked = table.sort_values([headline, "macro F1"], ascending=False)
+    column = headline if test_set is None else f"{test_set} {headline.removeprefix('test ')}"
+    images = "test image" if test_set is None else f"{test_set} image"
+    ranked = table.sort_values([column, headline], ascending=False)
     best = ranked.iloc[0]
-    line = (f"Best on {headline}: **{best['model']}**, {best[headline]:.3f} "
-            f"[{best[f'{headline} low']:.2f}, {best[f'{headline} high']:.2f}].")
+    line = (f"Best on {column}: **{best['model']}**, {best[column]:.3f} "
+            f"[{best[f'{column} low']:.2f}, {best[f'{column} high']:.2f}].")
     by_name = {spec.name: spec for spec in specs}
-    best_correct = correct_answers(by_name[best["model"]])
+    best_correct = correct_answers(by_name[best["model"]], test_set)
     tied = []
     for other in ranked["model"].iloc[1:]:
-        only_best, only_other, p_value = mcnemar_test(best_correct, correct_answers(by_name[other]))
+        only_best, only_other, p_value = mcnemar_test(best_correct, correct_answers(by_name[other], test_set))
         verdict = "significant" if p_value < significance else "not significant"
-        images = "test image" if only_best == 1 else "test images"
-        line += (f" Against {other}: {only_best} {images} only {best['model']} got right, {only_other} only "
-                 f"{other} (exact McNemar p = {p_value:.3g}, {verdict} at {significance:.0%}).")
+        line += (f" Against {other}: {only_best} {images}{'' if only_best == 1 else 's'} only {best['model']} got "
+                 f"right, {only_other} only {other} (exact McNemar p = {p_value:.3g}, {verdict} at "
+                 f"{significance:.0%}).")
         if p_value >= significance:
             tied.append(other)
     if tied:
@@ -372,7 +384,7 @@ def settings_line(spec):
 
 
 def write_report(params, specs, table):
-    """reports/comparison.md, .csv and the figures; returns each dataset's best-model line."""
+    """reports/comparison.md, .csv and the figures; returns each dataset's best-model lines, one per test set."""
     best_lines = {}
     FIGURES_DIR.mkdir(parents=True, exist_ok=True)
     plot_scores(table, FIGURES_DIR / "scores.png")
@@ -400,8 +412,9 @@ def write_report(params, specs, table):
                   f"share) and {summary['test']['total']} test images of "
                   f"{'x'.join(map(str, details['train']['image_shape']))}.", "",
                   *external_line(summary), *face_step_lines(rows, summary, dataset_specs[0].dataset.crop)]
-        best_lines[dataset] = best_model_line(rows, dataset_specs)
-        lines += [best_lines[dataset], ""]
+        best_lines[dataset] = [best_model_line(rows, dataset_specs)]
+        best_lines[dataset] += [best_model_line(rows, dataset_specs, name) for name in summary.get("external") or {}]
+        lines += [line for best_line in best_lines[dataset] for line in (best_line, "")]
         baseline = baseline_row(dataset, summary, details["classes"], params["seed"])
         headline = HEADLINE_COLUMNS[dataset_specs[0].dataset.headline]
         lines += [markdown_table(pd.concat([rows, pd.DataFrame([baseline])], ignore_index=True)), ""]
@@ -439,8 +452,9 @@ def main(argv=None):
         log.info("comparing %d models on %s", len(specs), ", ".join(datasets))
         table = collect(specs)
         best_lines = write_report(params, specs, table)
-    for dataset, line in best_lines.items():
-        log.info("%s: %s", dataset, line.replace("**", ""))
+    for dataset, lines in best_lines.items():
+        for line in lines:
+            log.info("%s: %s", dataset, line.replace("**", ""))
     log.info("wrote %s, %s and %s/", REPORT_PATH, TABLE_PATH, FIGURES_DIR)
 
 

@@ -8,7 +8,8 @@ picture of the misclassified test images, misclassified.png, and Grad-CAM pictur
 model looked: gradcam.png (per class, a test image it got right and one it got wrong, drawn with the
 seed) and gradcam_shared.png (one test image per class drawn with the seed alone, the same for every
 model of the dataset, which compare puts side by side). Each external test set of the dataset is
-scored the same way (`external.<name>` in the metrics; gradcam_external.png shows the images the
+scored the same way (`external.<name>` in the metrics; predictions_external.json holds its true and
+predicted class per image, for compare's paired tests; gradcam_external.png shows the images the
 model saw). A dataset with a face step has its external sets scored whole as well, as without the
 step (`external_whole.<name>`), so the report can show what the step changes.
 
@@ -106,8 +107,9 @@ def evaluate_model(spec):
     if whole:
         report["external_whole"] = {name: score(spec, model, *arrays).metrics for name, arrays in whole.items()}
     write_json(spec.metrics_path, report)
-    write_json(spec.eval_dir / "predictions.json",
-               [{"actual": names[a], "predicted": names[p]} for a, p in zip(test.actual, test.predicted)])
+    write_json(spec.eval_dir / "predictions.json", prediction_rows(test, names))
+    write_json(spec.eval_dir / "predictions_external.json",
+               {name: prediction_rows(result, names) for name, result in scored.items()})
     roc, precision_recall = curve_points(test.actual, test.probabilities)
     write_json(spec.eval_dir / "roc.json", roc)
     write_json(spec.eval_dir / "precision_recall.json", precision_recall)
@@ -127,6 +129,11 @@ class Scored(NamedTuple):
     actual: np.ndarray         # true class per image
     predicted: np.ndarray      # predicted class per image
     probabilities: np.ndarray  # (m, C)
+
+
+def prediction_rows(scored, class_names):
+    """[{actual, predicted}] per image, in the set's order: the confusion plot's data and compare's paired tests."""
+    return [{"actual": class_names[a], "predicted": class_names[p]} for a, p in zip(scored.actual, scored.predicted)]
 
 
 def score(spec, model, images, labels):

@@ -20,6 +20,8 @@ FIXTURE_MODELS = {
     "digits_transfer": ("digits", 14, "none"),
     "faces_cnn": ("faces", 13, None),
 }
+# digits models: images of the external set `course` (also TEST_IMAGES) they get right, the first k
+EXTERNAL_RIGHT = {"digits_small": 10, "digits_big": 14, "digits_transfer": 17}
 CLASSES = {"digits": ["0", "1", "2"], "faces": ["no", "yes"]}
 TEST_IMAGES = 20
 
@@ -59,8 +61,13 @@ def reports(project):
         metrics = dict(fixture_metrics(tuple(names), right))
         metrics.update(loss=0.5, inference={"images_per_second": 100.0, "single_image_latency_ms": 5.0},
                        size={"parameter_count": 1000, "file_bytes": 3 * 2**20})
-        if dataset == "digits":  # an external test set, on which every model gets 10 of 20 right
-            metrics["external"] = {"course": {**fixture_metrics(tuple(names), 10), "test_images": 20}}
+        if dataset == "digits":  # an external test set
+            right_there = EXTERNAL_RIGHT[name]
+            metrics["external"] = {"course": {**fixture_metrics(tuple(names), right_there), "test_images": 20}}
+            there_actual, there_predicted, _ = fixture_predictions(len(names), right_there)
+            write(project / f"reports/eval/{name}/predictions_external.json",
+                  {"course": [{"actual": names[a], "predicted": names[p]}
+                              for a, p in zip(there_actual, there_predicted)]})
         write(project / f"reports/metrics/{name}.json", metrics)
         write(project / f"reports/train/{name}.json", {"best_val_accuracy": 0.8, "best_epoch": 2, "epochs_run": 3})
         curves = project / f"reports/train/{name}/plots/metrics/eval"
@@ -112,6 +119,16 @@ def test_report_table_best_model_and_csv(reports):
            "images." in report
     assert "course accuracy" in report.split("## faces")[0] and "course accuracy" not in report.split("## faces")[1]
     assert "| 0.500 [0.30, 0.70] |" in table_lines[0], "the external set's accuracy with its Wilson interval"
+    # On `course` the order differs: digits_transfer 17, digits_big 14, digits_small 10 of 20, each model's right
+    # images a prefix of the next one's, so only the better model of a pair gets any image right alone.
+    course_line = next(line for line in report.splitlines() if line.startswith("Best on course accuracy"))
+    assert course_line.startswith("Best on course accuracy: **digits_transfer**, 0.850 [0.64, 0.95].")
+    assert ("Against digits_big: 3 course images only digits_transfer got right, 0 only digits_big "
+            "(exact McNemar p = 0.25, not significant at 5%)") in course_line
+    assert ("Against digits_small: 7 course images only digits_transfer got right, 0 only digits_small "
+            "(exact McNemar p = 0.0156, significant at 5%)") in course_line
+    assert course_line.endswith("digits_transfer and digits_big cannot be told apart on this test set.")
+    assert "Best on course" not in report.split("## faces")[1], "faces has no external set"
 
     table = pd.read_csv(reports / "reports/comparison.csv")
     assert list(table["model"]) == list(FIXTURE_MODELS)
@@ -201,8 +218,12 @@ def test_a_significant_lead_is_called_so(reports):
     compare.main([])
 
     report = (reports / "reports/comparison.md").read_text()
-    assert "Its lead over every other model is significant at 5%." in report.split("## faces")[0]
-    assert "cannot be told apart" not in report.split("## faces")[0]
+    test_line = next(line for line in report.splitlines() if line.startswith("Best on test accuracy: **digits_"))
+    assert test_line.endswith("Its lead over every other model is significant at 5%.")
+    assert "cannot be told apart" not in test_line
+    course_line = next(line for line in report.splitlines() if line.startswith("Best on course accuracy"))
+    assert course_line.endswith("digits_big and digits_small cannot be told apart on this test set."), \
+        "4 of 4 discordant images (p = 0.125) is no significant lead"
 
 
 def test_missing_report_is_a_clear_error(reports):

@@ -128,6 +128,10 @@ def test_evaluate_scores_each_external_set(project, evaluated_inputs):
     assert external["ci95"]["accuracy"]["low"] <= external["accuracy"] <= external["ci95"]["accuracy"]["high"]
     assert set(external["per_class"]) == set(CLASSES)
     assert (project / "reports/eval/tiny_cnn/gradcam_external.png").is_file()
+    rows = json.loads((project / "reports/eval/tiny_cnn/predictions_external.json").read_text())["elsewhere"]
+    labels = np.load(project / "data/processed/tiny/external/elsewhere/labels.npy")
+    assert [row["actual"] for row in rows] == [evaluated_inputs.dataset.class_names[i] for i in labels.argmax(axis=1)]
+    assert np.mean([row["actual"] == row["predicted"] for row in rows]) == pytest.approx(external["accuracy"])
 
 
 def test_evaluate_with_a_damaged_external_set_writes_nothing(project, evaluated_inputs):
