@@ -344,7 +344,8 @@ def face_step_lines(rows, summary, crop):
     counts = "; ".join(f"{split.removeprefix('external/')} {c['found']:,} of {c['found'] + c['missed']:,}"
                        for split, c in found.items())
     lines = ["Face step: every image a model sees, photos from elsewhere too, is cut to the square around its "
-             f"largest face ({crop['margin']} times the detector's box)"
+             f"largest face ({crop['side']:g} eye-to-mouth distances wide, centred {crop['centre']:g} of that "
+             "distance from the eyes toward the mouth)"
              f"{', turned grey,' if crop['colour'] == 'grey' else ''} before it is resized; an image with no face "
              f"found keeps its whole frame. Faces found: {counts}.", ""]
     table = []

@@ -25,7 +25,7 @@ LOCAL_WEIGHTS_ENV = "LOCAL_WEIGHTS_DIR"
 FINGERPRINT_PATTERN = re.compile(r"^sha256:[0-9a-f]{64}$")
 DATASET_KEYS = {"source", "classes", "test_fraction", "image_size", "max_per_class", "fingerprint", "external",
                 "headline", "crop", "face_detector"}
-CROP_KEYS = {"margin", "colour", "min_score", "detection_size"}
+CROP_KEYS = {"side", "centre", "colour", "min_score", "detection_size"}
 COLOURS = ("grey", "rgb")
 PIN_KEYS = {"file", "mirror", "sha256"}
 HEADLINE_METRICS = ("accuracy", "balanced_accuracy", "macro_f1")
@@ -167,7 +167,9 @@ def _check_crop(crop, where):
     missing = sorted(CROP_KEYS - set(crop))
     if missing:
         raise ParamsError(f"{where}: missing {', '.join(missing)}")
-    _positive_number(crop["margin"], f"{where}.margin")
+    _positive_number(crop["side"], f"{where}.side")
+    if isinstance(crop["centre"], bool) or not isinstance(crop["centre"], (int, float)):
+        raise ParamsError(f"{where}.centre must be a number (of eye-to-mouth distances), got {crop['centre']!r}")
     _positive_int(crop["detection_size"], f"{where}.detection_size")
     if crop["colour"] not in COLOURS:
         raise ParamsError(f"{where}.colour must be one of {', '.join(COLOURS)}, got {crop['colour']!r}")

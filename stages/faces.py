@@ -3,8 +3,8 @@
 SMILEsmileD's images are faces cropped tightly and turned grey; a photo of a person shows a head in
 a scene. A dataset with a `crop` block in params.yaml sends every image its models see (training
 and test images, external photos, predict's photos) through stages.images.to_pixels with a
-FaceStep: the largest face's box, widened by `margin` to a square, cut out, then the dataset's
-colour rule and resize. The same function frames both sides, so train and test framing match by
+FaceStep: the largest face, cut to a square placed by its eyes and mouth as SMILEsmileD frames its
+faces, then the dataset's colour rule and resize. The same function frames both sides, so train and test framing match by
 construction. An image with no face found keeps its whole frame, and is counted.
 
 The detector is OpenCV's YuNet (an ONNX model, MIT), pinned by `face_detector` in the dataset's
@@ -31,23 +31,30 @@ class FaceStepError(RuntimeError):
 @dataclass(frozen=True)
 class Face:
     """A detected face: its box in the upright image's pixels, the detector's score, and the square
-    region (left, top, right, bottom) the face step cuts out around it."""
+    region (left, top, right, bottom) the face step cuts out of the image."""
 
     box: tuple
     score: float
     region: tuple
 
 
-def square_region(box, margin, width, height):
-    """The square of side `margin` x the box's longer side, centred on the box, moved inside the
-    image and shrunk to the image's shorter side if larger: no invented pixels at the edges.
-    (left, top, right, bottom) in whole pixels."""
-    left, top, box_width, box_height = box
-    side = int(min(max(round(margin * max(box_width, box_height)), 1), width, height))
-    x = int(round(left + box_width / 2 - side / 2))
-    y = int(round(top + box_height / 2 - side / 2))
+def square_region(centre, side, width, height):
+    """The square of `side` pixels centred on `centre` (x, y), moved inside the image and shrunk to the
+    image's shorter side if larger: no invented pixels at the edges. (left, top, right, bottom) in whole pixels."""
+    side = int(min(max(round(side), 1), width, height))
+    x, y = int(round(centre[0] - side / 2)), int(round(centre[1] - side / 2))
     x, y = min(max(x, 0), width - side), min(max(y, 0), height - side)
     return x, y, x + side, y + side
+
+
+def framing(landmarks, side, centre):
+    """(centre (x, y), side) of the square a face is cut to, from YuNet's five landmarks (eyes, nose tip,
+    mouth corners): `side` eye-to-mouth distances wide, centred `centre` of that distance from the eyes'
+    midpoint toward the mouth's. Landmarks, not the box, since SMILEsmileD cuts its faces brow to chin,
+    tighter than any detector's box around the head."""
+    points = np.asarray(landmarks, dtype=float).reshape(5, 2)
+    eyes, mouth = points[:2].mean(axis=0), points[3:].mean(axis=0)
+    return tuple(eyes + centre * (mouth - eyes)), side * float(np.hypot(*(mouth - eyes)))
 
 
 class FaceStep:
@@ -57,7 +64,7 @@ class FaceStep:
     """
 
     def __init__(self, crop, detector_path, sha256=None, fetch="run the download stage"):
-        self.margin, self.grey = crop["margin"], crop["colour"] == "grey"
+        self.side, self.centre, self.grey = crop["side"], crop["centre"], crop["colour"] == "grey"
         self.min_score, self.detection_size = crop["min_score"], crop["detection_size"]
         self.found = self.missed = 0
         self._detector = load_detector(Path(detector_path), sha256, self.min_score, fetch)
@@ -76,7 +83,8 @@ class FaceStep:
         faces = []
         for row in [] if rows is None else rows:
             box = tuple(float(value) / scale for value in row[:4])
-            faces.append(Face(box, float(row[14]), square_region(box, self.margin, width, height)))
+            square = framing(row[4:14] / scale, self.side, self.centre)
+            faces.append(Face(box, float(row[14]), square_region(*square, width, height)))
         return sorted(faces, key=lambda face: -face.box[2] * face.box[3])
 
     def largest_face(self, image):

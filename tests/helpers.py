@@ -24,7 +24,7 @@ SHARED_DATASETS = REPO_ROOT.parent / "shared" / "datasets"
 SHARED_FACE_DETECTOR = REPO_ROOT.parent / "shared" / "weights" / "face_detection_yunet_2026may.onnx"
 needs_face_detector = pytest.mark.skipif(not SHARED_FACE_DETECTOR.is_file(),
                                          reason=f"no copy of the YuNet face detector at {SHARED_FACE_DETECTOR}")
-CROP = {"margin": 1.0, "colour": "grey", "min_score": 0.6, "detection_size": 256}
+CROP = {"side": 2.0, "centre": 0.5, "colour": "grey", "min_score": 0.6, "detection_size": 256}
 
 
 def face_detector_pin():

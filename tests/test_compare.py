@@ -196,11 +196,12 @@ def test_the_face_step_lines_give_the_faces_found_and_each_external_set_with_and
                          "course whole-frame balanced accuracy": [0.5, 0.55]})
     summary = {"external": {"course": {"total": 150}},
                "faces_found": {"train": {"found": 90, "missed": 10}, "external/course": {"found": 149, "missed": 1}}}
-    crop = {"margin": 1.2, "colour": "grey"}
+    crop = {"side": 2.0, "centre": 0.5, "colour": "grey"}
 
     lines = compare.face_step_lines(rows, summary, crop)
 
-    assert "(1.2 times the detector's box), turned grey," in lines[0]
+    assert "(2 eye-to-mouth distances wide, centred 0.5 of that distance from the eyes toward the mouth), turned " \
+           "grey," in lines[0]
     assert lines[0].endswith("Faces found: train 90 of 100; course 149 of 150.")
     table = [line for line in "\n".join(lines).splitlines() if line.startswith("| mobilenet")]
     assert [cell.strip() for cell in table[0].split("|")[1:-1]] == ["mobilenet", "course", "0.900", "0.600", "0.850",

@@ -56,10 +56,11 @@ def test_a_face_step_and_its_detector_are_read():
     ("datasets.tiny.test_fraction", ..., "datasets.tiny.test_fraction must be a number"),
     ("seed", "forty-two", "seed must be an integer"),
     ("datasets.tiny.crop", ..., "datasets.tiny.crop is missing: set it, or null for no face step"),
-    ("datasets.tiny.crop", {"margin": 1.0}, "datasets.tiny.crop: missing colour, detection_size, min_score"),
+    ("datasets.tiny.crop", {"side": 2.0}, "datasets.tiny.crop: missing centre, colour, detection_size, min_score"),
     ("datasets.tiny.crop", {**CROP, "colour": "sepia"}, "datasets.tiny.crop.colour must be one of grey, rgb"),
     ("datasets.tiny.crop", {**CROP, "min_score": 1.5}, "datasets.tiny.crop.min_score must be a number between"),
-    ("datasets.tiny.crop", {**CROP, "margin": 0}, "datasets.tiny.crop.margin must be a positive number"),
+    ("datasets.tiny.crop", {**CROP, "side": 0}, "datasets.tiny.crop.side must be a positive number"),
+    ("datasets.tiny.crop", {**CROP, "centre": "mid"}, "datasets.tiny.crop.centre must be a number"),
 ])
 def test_bad_block_names_the_field(path, value, expected):
     with pytest.raises(ParamsError) as error:

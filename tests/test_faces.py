@@ -13,19 +13,31 @@ from PIL import Image
 
 from stages import download
 from stages.config import dataset_spec, load_params
-from stages.faces import FaceStep, FaceStepError, face_step, square_region
+from stages.faces import FaceStep, FaceStepError, face_step, framing, square_region
 from stages.images import frame_pixels, to_pixels
 
 
-@pytest.mark.parametrize("box, margin, size, expected", [
-    ((40, 30, 20, 40), 1.0, (100, 100), (30, 30, 70, 70)),     # the longer side, centred on the box
-    ((40, 30, 20, 40), 1.5, (100, 100), (20, 20, 80, 80)),     # widened by the margin
-    ((0, 0, 20, 20), 2.0, (100, 100), (0, 0, 40, 40)),         # moved inside at a corner
-    ((-2, -1, 66, 66), 1.0, (64, 64), (0, 0, 64, 64)),         # a box past the edges: the whole image
-    ((80, 10, 30, 30), 2.0, (100, 50), (50, 0, 100, 50)),      # shrunk to the shorter side, moved inside
+@pytest.mark.parametrize("centre, side, size, expected", [
+    ((50, 50), 40, (100, 100), (30, 30, 70, 70)),       # centred on the point
+    ((10, 10), 40, (100, 100), (0, 0, 40, 40)),         # moved inside at a corner
+    ((32, 32), 70.4, (64, 64), (0, 0, 64, 64)),         # larger than the image: the whole image
+    ((95, 25), 80, (100, 50), (50, 0, 100, 50)),        # shrunk to the shorter side, moved inside
+    ((50, 50), 0.2, (100, 100), (50, 50, 51, 51)),      # at least one pixel
 ])
-def test_the_crop_is_the_square_around_the_box_inside_the_image(box, margin, size, expected):
-    assert square_region(box, margin, *size) == expected
+def test_the_crop_is_the_square_around_the_point_inside_the_image(centre, side, size, expected):
+    assert square_region(centre, side, *size) == expected
+
+
+@pytest.mark.parametrize("landmarks, side, centre, expected", [
+    # eyes at (40, 50) and (60, 50), mouth corners at (42, 80) and (58, 80): 30 px from eyes to mouth
+    ([40, 50, 60, 50, 50, 65, 42, 80, 58, 80], 2.0, 0.5, ((50, 65), 60)),
+    ([40, 50, 60, 50, 50, 65, 42, 80, 58, 80], 1.0, 0.0, ((50, 50), 30)),
+    # a face lying on its side: eyes above one another, the mouth to their right, 40 px away
+    ([10, 40, 10, 60, 25, 50, 50, 45, 50, 55], 2.5, 0.25, ((20, 50), 100)),
+])
+def test_the_square_is_placed_by_the_eyes_and_the_mouth(landmarks, side, centre, expected):
+    (x, y), length = framing(np.array(landmarks, dtype=np.float32), side, centre)
+    assert (x, y, length) == pytest.approx((*expected[0], expected[1]))
 
 
 @pytest.fixture
@@ -40,8 +52,11 @@ def test_the_detector_finds_a_drawn_face_where_it_was_drawn(step):
     left, top, width, height = faces[0].box
     assert abs(left + width / 2 - 150) < 10 and abs(top + height / 2 - 120) < 15
     assert 50 < width < 100 and 70 < height < 130  # the face is drawn about 70 x 95 pixels at this scale
-    region = faces[0].region
-    assert region[2] - region[0] == region[3] - region[1] == round(CROP["margin"] * max(width, height))
+    # drawn eyes at y = 120 - 9, the mouth's corners at about 120 + 24: a square about 2 x 33 px wide,
+    # centred about halfway between them
+    left, top, right, bottom = faces[0].region
+    assert right - left == bottom - top and 50 < right - left < 85
+    assert abs((left + right) / 2 - 150) < 8 and abs((top + bottom) / 2 - 127) < 10
 
 
 @needs_face_detector
