@@ -159,7 +159,7 @@ def test_balanced_class_weight():
     (lambda p: p["train"].update(distribution="data_parallel"), "data_parallel needs train.backend: jax"),
     (lambda p: p["train"].update(backend="jax"), "Keras already runs on tensorflow in this process, not jax"),
     (lambda p: p["train"].update(backend="torch"), "train.backend) must be one of tensorflow, jax, got 'torch'"),
-    (lambda p: p["models"]["faces_cnn"].update(network={"augmentation": {"blur": 1}}), "unknown augmentation key(s) blur"),
+    (lambda p: p["models"]["faces_cnn"].update(network={"augmentation": {"sharpen": 1}}), "unknown augmentation key(s) sharpen"),
     (lambda p: p["models"]["faces_cnn"].update(dataset="digits"), "happy_cnn is a binary classifier; the dataset has 3"),
     (lambda p: p["models"]["faces_cnn"].update(network={"filterz": 3}), "unexpected keyword argument 'filterz'"),
 ])
