@@ -4,8 +4,8 @@ SMILEsmileD's images are faces cropped tightly and turned grey; a photo of a per
 a scene. A dataset with a `crop` block in params.yaml sends every image its models see (training
 and test images, external photos, predict's photos) through stages.images.to_pixels with a
 FaceStep: the largest face, cut to a square placed by its eyes and mouth as SMILEsmileD frames its
-faces, then the dataset's colour rule and resize. The same function frames both sides, so train and test framing match by
-construction. An image with no face found keeps its whole frame, and is counted.
+faces, then the dataset's colour rule and resize. The same function frames both sides, so train and
+test framing match by construction. An image with no face found keeps its whole frame, and is counted.
 
 The detector is OpenCV's YuNet (an ONNX model, MIT), pinned by `face_detector` in the dataset's
 block: the download stage fetches it into data/raw/<dataset>/face_detector.onnx.

@@ -70,11 +70,12 @@ def preprocess_dataset(spec):
         if len(labels) == 0:
             raise PreprocessError(f"the {split} split is empty: too few readable images in {spec.raw_dir}")
 
-    framed = read_external_sets(spec, lambda name: step_for(f"external/{name}"))
-    external = {f"external/{name}": ([pixels], labels) for name, (pixels, labels) in framed.items()}
-    if spec.crop is not None:  # the same photos without the face step, for the report's before and after
-        external.update({f"external_whole/{name}": ([pixels], labels)
-                         for name, (pixels, labels) in read_external_sets(spec, lambda name: None).items()})
+    external = {}
+    for name, block in spec.external.items():
+        arrays, labels = read_course_arrays(spec, spec.raw_dir / "external" / f"{name}.h5", "test", block["classes"])
+        external[f"external/{name}"] = ([frame_arrays(arrays, spec.image_size, step_for(f"external/{name}"))], labels)
+        if spec.crop is not None:  # the same photos without the face step, for the report's before and after
+            external[f"external_whole/{name}"] = ([frame_arrays(arrays, spec.image_size)], labels)
     shape = (spec.image_size, spec.image_size, 3)
     with staged_path(spec.processed_dir, directory=True) as staging:
         for split, (chunks, labels) in {**splits, **external}.items():
@@ -146,26 +147,28 @@ def read_h5_pair(spec, step_for):
 
 def read_course_h5(spec, path, split, classes, step=None):
     """(pixels, class indices) of a course-layout HDF5 file; `classes` maps class names to its label ids."""
+    arrays, labels = read_course_arrays(spec, path, split, classes)
+    return frame_arrays(arrays, spec.image_size, step), labels
+
+
+def read_course_arrays(spec, path, split, classes):
+    """(the file's images as stored, class indices) of a course-layout HDF5 file."""
     index_of_label = {label: spec.class_names.index(name) for name, label in classes.items()}
     try:
         with h5py.File(path, "r") as handle:
-            pixels = handle[f"{split}_set_x"][()]
+            arrays = handle[f"{split}_set_x"][()]
             file_labels = handle[f"{split}_set_y"][()].reshape(-1)
     except (OSError, KeyError) as error:
         raise PreprocessError(f"{path} is missing or unreadable ({error}): run `dvc repro download@{spec.name}` "
                               "to fetch it again") from error
-    size = spec.image_size
-    images = np.stack([array_to_pixels(image, size, step) for image in pixels]) if len(pixels) else \
-        np.zeros((0, size, size, 3), IMAGE_DTYPE)
-    return images, np.array([index_of_label[label] for label in file_labels.tolist()], dtype=np.int64)
+    return arrays, np.array([index_of_label[label] for label in file_labels.tolist()], dtype=np.int64)
 
 
-def read_external_sets(spec, step_for):
-    """{name: (pixels, class indices)} of the dataset's external test sets, as download left them;
-    step_for(name): the FaceStep that frames that set, or None."""
-    return {name: read_course_h5(spec, spec.raw_dir / "external" / f"{name}.h5", "test", external["classes"],
-                                 step_for(name))
-            for name, external in spec.external.items()}
+def frame_arrays(arrays, size, step=None):
+    """Images as stored in a course file, as the pixels the models see (framed by the face step, if any)."""
+    if not len(arrays):
+        return np.zeros((0, size, size, 3), IMAGE_DTYPE)
+    return np.stack([array_to_pixels(image, size, step) for image in arrays])
 
 
 def summarize(spec, split_labels, available, skipped):
