@@ -25,11 +25,17 @@ def verbose():
     return os.environ.get(VERBOSE_ENV, "").strip() not in ("", "0")
 
 
-def parse_stage_arguments(doc, argv, **positionals):
-    """Parse argv for a stage taking the named positional arguments (name=help); set up logging."""
+SEED_HELP = "the training seed (dvc.yaml passes one of params.yaml's seeds); by default the first of them"
+
+
+def parse_stage_arguments(doc, argv, seed=False, **positionals):
+    """Parse argv for a stage taking the named positional arguments (name=help), then, with seed=True, an
+    optional training seed; set up logging."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     for name, help_text in positionals.items():
         parser.add_argument(name, help=help_text)
+    if seed:
+        parser.add_argument("seed", nargs="?", type=int, help=SEED_HELP)
     arguments = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if verbose() else logging.INFO, format="%(name)s: %(message)s")
     if not verbose():  # JAX logs at INFO each accelerator it looks for and does not find ("Unable to initialize")

@@ -73,7 +73,7 @@ class DatasetSpec:
     image_size: int
     max_per_class: int | None
     fingerprint: str | None
-    seed: int
+    split_seed: int  # draws the test split and the samples shown: the same for every training seed
     external: dict  # name: {file, mirror, classes, sha256}: test-only sets from elsewhere
     headline: str = "accuracy"  # the test figure the comparison ranks this dataset's models by
     crop: dict | None = None  # the face step's settings (stages/faces.py); None: whole frames
@@ -143,9 +143,7 @@ def dataset_spec(params, name):
     fingerprint = block["fingerprint"]
     if fingerprint is not None and not (isinstance(fingerprint, str) and FINGERPRINT_PATTERN.match(fingerprint)):
         raise ParamsError(f"{where}.fingerprint must be 'sha256:' and 64 hex digits, or null; got {fingerprint!r}")
-    seed = params.get("seed")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ParamsError(f"seed must be an integer, got {seed!r}")
+    split_seed = _integer(params.get("split_seed"), "split_seed")
     external = _check_external(block["external"] or {}, list(classes), f"{where}.external")
     headline = block.get("headline", "accuracy")
     if headline not in HEADLINE_METRICS:
@@ -155,7 +153,7 @@ def dataset_spec(params, name):
                                                                            f"{where}.face_detector")
     if crop is not None and face_detector is None:
         raise ParamsError(f"{where}.crop needs {where}.face_detector: the detector's file, mirror and sha256")
-    return DatasetSpec(name, source, classes, test_fraction, image_size, max_per_class, fingerprint, seed, external,
+    return DatasetSpec(name, source, classes, test_fraction, image_size, max_per_class, fingerprint, split_seed, external,
                        headline, crop, face_detector)
 
 
@@ -265,6 +263,24 @@ def _named_block(params, section, name, kind):
     return blocks[name], where
 
 
+def _integer(value, where):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ParamsError(f"{where} must be an integer, got {value!r}")
+    return value
+
+
+def training_seeds(params):
+    """The checked `seeds` list: each model trains once per seed (dvc.yaml's matrix)."""
+    seeds = params.get("seeds")
+    if not isinstance(seeds, list) or not seeds:
+        raise ParamsError(f"seeds must be a non-empty list of integers, got {seeds!r}")
+    for seed in seeds:
+        _integer(seed, "each of seeds")
+    if len(set(seeds)) != len(seeds):
+        raise ParamsError(f"seeds must not repeat a seed, got {seeds!r}")
+    return list(seeds)
+
+
 def _positive_number(value, where):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
         raise ParamsError(f"{where} must be a positive number, got {value!r}")
@@ -292,43 +308,49 @@ class ModelSpec:
     builder: str
     network: dict
     train: dict
-    seed: int
+    seed: int  # the training seed: validation carve, initial weights, augmentation and order
+
+    @property
+    def run_name(self):
+        """'<model> seed <seed>': how logs and pictures name one training run."""
+        return f"{self.name} seed {self.seed}"
 
     @property
     def model_path(self):
-        return MODELS_DIR / f"{self.name}.keras"
+        return MODELS_DIR / self.name / f"{self.seed}.keras"
 
     @property
     def report_path(self):
-        return TRAIN_REPORTS_DIR / f"{self.name}.json"
+        return TRAIN_REPORTS_DIR / self.name / f"{self.seed}.json"
 
     @property
     def run_path(self):
         """Facts of the training run that no rerun reproduces: device, versions, times, memory."""
-        return RUNS_DIR / f"{self.name}.json"
+        return RUNS_DIR / self.name / f"{self.seed}.json"
 
     @property
     def metrics_path(self):
-        return METRICS_DIR / f"{self.name}.json"
+        return METRICS_DIR / self.name / f"{self.seed}.json"
 
     @property
     def eval_dir(self):
-        """Per-image predictions and the misclassified-images picture."""
-        return EVAL_DIR / self.name
+        """Per-image predictions and the pictures of one seed's model."""
+        return EVAL_DIR / self.name / str(self.seed)
 
     @property
     def resume_dir(self):
         """The checkpoint an interrupted training run resumes from (not a DVC output)."""
-        return RESUME_DIR / self.name
+        return RESUME_DIR / self.name / str(self.seed)
 
     @property
     def live_dir(self):
         """dvclive's folder: per-epoch curves under plots/metrics/."""
-        return TRAIN_REPORTS_DIR / self.name
+        return TRAIN_REPORTS_DIR / self.name / str(self.seed)
 
 
-def model_spec(params, name):
-    """Check `models.<name>` and the `train` defaults; return them merged as a ModelSpec."""
+def model_spec(params, name, seed=None):
+    """Check `models.<name>` and the `train` defaults; return them merged as the ModelSpec of one training
+    seed (by default the first of `seeds`)."""
     from stages.models import BUILDER_MODULES  # the registry names only; no model code is imported
 
     block, where = _named_block(params, "models", name, "model")
@@ -352,7 +374,8 @@ def model_spec(params, name):
     _reject_unknown_keys(overrides, set(defaults), f"{where}.train")
     train = _check_train(defaults | overrides, where)
     dataset = dataset_spec(params, block["dataset"])
-    return ModelSpec(name, dataset, block["builder"], network, train, dataset.seed)
+    seed = training_seeds(params)[0] if seed is None else _integer(seed, f"{where}: the training seed")
+    return ModelSpec(name, dataset, block["builder"], network, train, seed)
 
 
 def _check_train(train, where):

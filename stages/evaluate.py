@@ -13,7 +13,7 @@ predicted class per image, for compare's paired tests; gradcam_external.png show
 model saw). A dataset with a face step has its external sets scored whole as well, as without the
 step (`external_whole.<name>`), so the report can show what the step changes.
 
-    python -m stages.evaluate <model>
+    python -m stages.evaluate <model> [seed]
 """
 
 import logging
@@ -132,8 +132,10 @@ class Scored(NamedTuple):
 
 
 def prediction_rows(scored, class_names):
-    """[{actual, predicted}] per image, in the set's order: the confusion plot's data and compare's paired tests."""
-    return [{"actual": class_names[a], "predicted": class_names[p]} for a, p in zip(scored.actual, scored.predicted)]
+    """[{actual, predicted, probabilities}] per image, in the set's order: the confusion plot's data, compare's
+    paired tests and its seed and dataset ensembles."""
+    return [{"actual": class_names[a], "predicted": class_names[p], "probabilities": [round(float(value), 6) for value in row]}
+            for a, p, row in zip(scored.actual, scored.predicted, scored.probabilities)]
 
 
 def score(spec, model, images, labels):
@@ -141,7 +143,7 @@ def score(spec, model, images, labels):
     probabilities, predicted = predict_classes(model, images, spec.train["batch_size"])
     actual = class_indices(labels)
     metrics = classification_metrics(actual, predicted, spec.dataset.class_names, positive_scores=probabilities[:, 1],
-                                     seed=spec.seed)
+                                     seed=spec.dataset.split_seed)
     return Scored({"test_images": int(len(labels)), **metrics}, actual, predicted, probabilities)
 
 
@@ -168,19 +170,19 @@ def explain_external(spec, model, external):
     shown, maps, titles = [], [], []
     for set_name, (images, actual, predicted) in external.items():
         set_images, set_maps, set_titles = heatmaps_and_titles(
-            spec, model, images, actual, explanation_sample(actual, predicted, spec.seed), f"{set_name}: ")
+            spec, model, images, actual, explanation_sample(actual, predicted, spec.dataset.split_seed), f"{set_name}: ")
         shown, maps, titles = shown + set_images, maps + set_maps, titles + set_titles
-    heading = (f"{spec.name}: where it looked on the external test sets" if external
-               else f"{spec.name}: no external test sets for {spec.dataset.name}")
+    heading = (f"{spec.run_name}: where it looked on the external test sets" if external
+               else f"{spec.run_name}: no external test sets for {spec.dataset.name}")
     gradcam.plot_explanations(shown, maps, titles, heading, spec.eval_dir / "gradcam_external.png")
 
 
 def explain(spec, model, images, actual, predicted):
     """gradcam.png and gradcam_shared.png: test images beside their Grad-CAM heatmaps."""
     for indices, path, heading in (
-            (explanation_sample(actual, predicted, spec.seed), spec.eval_dir / "gradcam.png",
-             f"{spec.name}: where it looked (right and wrong test images per class)"),
-            (shared_sample(actual, spec.seed), spec.eval_dir / "gradcam_shared.png", spec.name)):
+            (explanation_sample(actual, predicted, spec.dataset.split_seed), spec.eval_dir / "gradcam.png",
+             f"{spec.run_name}: where it looked (right and wrong test images per class)"),
+            (shared_sample(actual, spec.dataset.split_seed), spec.eval_dir / "gradcam_shared.png", spec.run_name)):
         gradcam.plot_explanations(*heatmaps_and_titles(spec, model, images, actual, indices), heading, path)
 
 
@@ -200,23 +202,23 @@ def plot_misclassified(spec, images, actual, predicted, probabilities):
     shown = wrong[:MAX_MISCLASSIFIED_SHOWN]
     titles = [f"true {names[actual[i]]}\npredicted {names[predicted[i]]} ({probabilities[i, predicted[i]]:.2f})"
               for i in shown]
-    heading = f"{spec.name}: {len(wrong)} of {len(actual)} test images misclassified"
+    heading = f"{spec.run_name}: {len(wrong)} of {len(actual)} test images misclassified"
     if len(wrong) > len(shown):
         heading += f" (first {len(shown)} shown)"
     image_grid(images[shown], titles, heading, spec.eval_dir / "misclassified.png")
 
 
 def main(argv=None):
-    args = parse_stage_arguments(__doc__, argv, model="a key of the models section of params.yaml")
+    args = parse_stage_arguments(__doc__, argv, seed=True, model="a key of the models section of params.yaml")
     with exit_on(f"evaluate {args.model}", EvaluateError, ParamsError, DataError, ModelFileError, BackendError,
                  gradcam.GradCamError):
-        spec = model_spec(load_params(), args.model)
+        spec = model_spec(load_params(), args.model, args.seed)
         use_backend(spec.train["backend"])
-        log.info("%s: scoring %s on the test split of %s%s", spec.name, spec.model_path, spec.dataset.name,
+        log.info("%s: scoring %s on the test split of %s%s", spec.run_name, spec.model_path, spec.dataset.name,
                  f" and on {', '.join(spec.dataset.external)}" if spec.dataset.external else "")
         report = evaluate_model(spec)
     log.info("%s: wrote %s: test accuracy %.3f, macro F1 %.3f on %d images; %.0f images/s",
-             spec.name, spec.metrics_path, report["accuracy"], report["macro"]["f1"], report["test_images"],
+             spec.run_name, spec.metrics_path, report["accuracy"], report["macro"]["f1"], report["test_images"],
              report["inference"]["images_per_second"])
 
 

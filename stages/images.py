@@ -25,7 +25,12 @@ def to_pixels(image, image_size, face_step=None):
     none is found); then framed by frame_pixels.
     """
     image = upright(image)
-    face = face_step.largest_face(image) if face_step is not None else None
+    return face_pixels(image, image_size, face_step, face_step.largest_face(image) if face_step is not None else None)
+
+
+def face_pixels(image, image_size, face_step, face):
+    """An upright image framed on one of its faces as the face step frames it (face None: the whole frame;
+    grey where the step says so); predict frames every face it finds through here."""
     return frame_pixels(image, image_size, face.region if face else None, face_step is not None and face_step.grey)
 
 

@@ -117,15 +117,49 @@ def curve_points(actual, probabilities):
     return {"roc": roc}, {"precision_recall": pr}
 
 
-def mcnemar_test(first_correct, second_correct):
-    """Exact McNemar test on two models' right/wrong answers to the same images.
+def paired_sign_test(first_scores, second_scores):
+    """Exact two-sided sign test on two models' scores for the same images (Dixon and Mood, 1946).
 
-    Returns (images only the first got right, images only the second got right, two-sided p-value):
-    the chance of a split at least this uneven if both models were equally good.
+    An image's score is the share of a model's training seeds that got it right. Returns (images the
+    first scored higher on, images the second scored higher on, p-value): the chance of a split at
+    least this uneven if neither model were better. Images they score equally tell nothing and are
+    left out. With one seed per model a score is right (1) or wrong (0), and this is the exact
+    McNemar test.
     """
-    first_correct, second_correct = np.asarray(first_correct, bool), np.asarray(second_correct, bool)
-    only_first = int(np.sum(first_correct & ~second_correct))
-    only_second = int(np.sum(~first_correct & second_correct))
-    if only_first + only_second == 0:
-        return only_first, only_second, 1.0
-    return only_first, only_second, float(stats.binomtest(only_first, only_first + only_second).pvalue)
+    difference = np.asarray(first_scores, float) - np.asarray(second_scores, float)
+    first_higher, second_higher = int(np.sum(difference > 0)), int(np.sum(difference < 0))
+    if first_higher + second_higher == 0:
+        return first_higher, second_higher, 1.0
+    return first_higher, second_higher, float(stats.binomtest(first_higher, first_higher + second_higher).pvalue)
+
+
+def seed_spread(values):
+    """{mean, sd, min, max} of one figure over training seeds; sd is the sample standard deviation (0 for one)."""
+    values = np.asarray(values, float)
+    return {"mean": float(values.mean()), "sd": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+            "min": float(values.min()), "max": float(values.max())}
+
+
+SCORES = {"accuracy": lambda actual, predicted, num_classes: np.mean(actual == predicted, axis=-1),
+          "balanced_accuracy": balanced_accuracy, "macro_f1": macro_f1}
+
+
+def pooled_intervals(actual, predicted_per_seed, num_classes, seed):
+    """{accuracy, balanced_accuracy, macro_f1: {low, high}}: 95 % percentile intervals of each figure's mean
+    over the seeds, from test images resampled with the seed, every seed scored on the same resample.
+
+    predicted_per_seed is (seeds, images): one row per training seed of the model. The interval
+    covers the spread that the choice of test images brings, with the seeds' own spread averaged in.
+    """
+    actual, predicted = np.asarray(actual), np.asarray(predicted_per_seed)
+    rng = np.random.default_rng(seed)
+    means = {name: [] for name in SCORES}
+    for start in range(0, BOOTSTRAP_RESAMPLES, BOOTSTRAP_BATCH):
+        rows = rng.integers(0, len(actual), (min(BOOTSTRAP_BATCH, BOOTSTRAP_RESAMPLES - start), len(actual)))
+        resampled_actual = np.broadcast_to(actual[rows], (len(predicted), *rows.shape))
+        resampled_predicted = predicted[:, rows]  # (seeds, resamples, images)
+        for name, score in SCORES.items():
+            means[name].append(np.asarray(score(resampled_actual, resampled_predicted, num_classes)).mean(axis=0))
+    tail = 100 * (1 - CONFIDENCE) / 2
+    return {name: dict(zip(("low", "high"), map(float, np.percentile(np.concatenate(values), [tail, 100 - tail]))))
+            for name, values in means.items()}

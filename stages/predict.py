@@ -6,7 +6,10 @@ an image with none is judged whole, and says so. --explain writes each input bes
 heatmap (where the model found its evidence) and, with a face step, the whole photo with the face's
 box and the heatmap in place.
 
-    python -m stages.predict <model> <image> [<image> ...] [--all] [--json] [--explain out.png]
+By default the model's seed ensemble answers: the class probabilities of every training seed's
+network (params.yaml's `seeds`) averaged, as the report's seed-ensemble rows; --seed N asks one.
+
+    python -m stages.predict <model> <image> [<image> ...] [--seed N] [--all] [--json] [--explain out.png]
 """
 
 import argparse
@@ -19,9 +22,9 @@ import numpy as np
 from stages import gradcam
 from stages.backend import BackendError, use_backend
 from stages.cli import exit_on
-from stages.config import ParamsError, load_params, model_spec
+from stages.config import ParamsError, load_params, model_spec, training_seeds
 from stages.faces import FaceStepError, face_step
-from stages.images import UNREADABLE_IMAGE_ERRORS, central_square, frame_pixels, open_image, to_unit_range, upright
+from stages.images import UNREADABLE_IMAGE_ERRORS, central_square, face_pixels, open_image, to_unit_range, upright
 from stages.models import ModelFileError, class_probabilities, load_trained_model
 
 
@@ -52,19 +55,19 @@ def read_inputs(paths, dataset):
             raise PredictError(f"{path} is not a readable image ({error})") from error
         photo = np.asarray(image.convert("RGB"))
         faces = step.faces(image) if step is not None else []
-        grey = step is not None and step.grey
         for face in faces or [None]:
-            inputs.append(Input(str(path), face, photo,
-                                frame_pixels(image, dataset.image_size, face.region if face else None, grey)))
+            inputs.append(Input(str(path), face, photo, face_pixels(image, dataset.image_size, step, face)))
     return inputs, step is not None
 
 
-def predict(spec, paths, explain_path=None):
+def predict(specs, paths, explain_path=None):
     """[{image, face, predicted, probability, probabilities}] per image or face; the Grad-CAM picture too if asked.
 
-    `face` is {box: [left, top, width, height] in the photo's pixels, score} or, where the dataset has
-    a face step and none was found, None ("no face found").
+    specs: the ModelSpecs of one model's seeds to average (its seed ensemble), or of one seed. The
+    Grad-CAM heatmaps are the first one's. `face` is {box: [left, top, width, height] in the photo's
+    pixels, score} or, where the dataset has a face step and none was found, None ("no face found").
     """
+    spec = specs[0]
     if explain_path is not None:
         explain_path = Path(explain_path)
         if explain_path.suffix.lower() != ".png":
@@ -75,8 +78,10 @@ def predict(spec, paths, explain_path=None):
     images = to_unit_range(np.stack([entry.pixels for entry in inputs]))
     from stages.models.augmentation import compile_augmentation  # imports Keras: after main() chose the backend
 
-    model = compile_augmentation(load_trained_model(spec))
-    outputs = class_probabilities(model.predict(images, batch_size=spec.train["batch_size"], verbose=0))
+    models = [compile_augmentation(load_trained_model(member)) for member in specs]
+    outputs = np.mean([class_probabilities(member.predict(images, batch_size=spec.train["batch_size"], verbose=0))
+                       for member in models], axis=0)
+    model = models[0]
     names = spec.dataset.class_names
     if explain_path is not None:
         maps, _ = gradcam.heatmaps(model, images, spec.network.get("gradcam_layer"))
@@ -87,7 +92,9 @@ def predict(spec, paths, explain_path=None):
             photos = [gradcam.in_photo(entry.photo, entry.face.region if entry.face else
                                        central_square(entry.photo.shape[1], entry.photo.shape[0]), heatmap)
                       for entry, heatmap in zip(inputs, maps)]
-        gradcam.plot_explanations(images, maps, titles, f"{spec.name}: where it looked", explain_path, photos=photos)
+        heading = f"{spec.run_name}: where it looked" + (f" ({len(specs)} seeds averaged: heatmaps of seed {spec.seed})"
+                                                          if len(specs) > 1 else "")
+        gradcam.plot_explanations(images, maps, titles, heading, explain_path, photos=photos)
     results = []
     for entry, row in zip(inputs, outputs):
         result = {"image": entry.path}
@@ -113,12 +120,16 @@ def main(argv=None):
     parser.add_argument("--all", action="store_true", help="print the probability of every class")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--explain", metavar="OUT.png", help="write each image beside its Grad-CAM heatmap here")
+    parser.add_argument("--seed", type=int, help="use the model of this training seed alone; by default, the "
+                        "average of every seed in params.yaml's `seeds` (the model's seed ensemble)")
     args = parser.parse_args(argv)
     with exit_on("predict", PredictError, ParamsError, ModelFileError, BackendError, gradcam.GradCamError,
                  FaceStepError):
-        spec = model_spec(load_params(), args.model)
-        use_backend(spec.train["backend"])
-        results = predict(spec, args.images, args.explain)
+        params = load_params()
+        specs = [model_spec(params, args.model, seed)
+                 for seed in (training_seeds(params) if args.seed is None else [args.seed])]
+        use_backend(specs[0].train["backend"])
+        results = predict(specs, args.images, args.explain)
     if args.json:
         print(json.dumps(results, indent=2))
         return

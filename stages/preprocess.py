@@ -42,7 +42,7 @@ class PreprocessError(RuntimeError):
 
 def preprocess_dataset(spec):
     """Read spec.raw_dir, write the processed splits and the data report; return the summary."""
-    rng = np.random.default_rng(spec.seed)
+    rng = np.random.default_rng(spec.split_seed)
     dataset_step = face_step(spec)  # None without a face step
     steps = {}  # split: its own FaceStep over the one detector, counting the faces that split holds
 
@@ -57,7 +57,7 @@ def preprocess_dataset(spec):
     else:
         files, labels, available, skipped = choose_class_files(spec, rng)
         try:
-            test_indices = stratified_holdout(labels, spec.test_fraction, spec.seed)
+            test_indices = stratified_holdout(labels, spec.test_fraction, spec.split_seed)
         except SplitError as error:
             raise PreprocessError(f"{spec.name}: test split: {error}") from error
         is_test = np.zeros(len(labels), dtype=bool)
@@ -174,7 +174,7 @@ def frame_arrays(arrays, size, step=None):
 def summarize(spec, split_labels, available, skipped):
     """The data report: (counts per class and split, a DVC metric; classes, shapes, storage and skipped files)."""
     summary = {"available": available, "skipped": len(skipped)}
-    details = {"dataset": spec.name, "source_kind": spec.source_kind, "seed": spec.seed,
+    details = {"dataset": spec.name, "source_kind": spec.source_kind, "split_seed": spec.split_seed,
                "classes": spec.class_names, "stored_as": STORED_AS, "skipped_files": skipped}
     for split, labels in split_labels.items():
         summary[split] = split_counts(spec, labels)

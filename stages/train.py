@@ -4,14 +4,15 @@ Carves a stratified validation split from the training set (never the test set),
 model's merged `train` settings, keeps the best epoch by the validation monitor, and optionally
 fine-tunes the top layers of a transfer model's backbone at a lower learning rate, on the Keras
 backend that `train.backend` names (stages/backend.py), over several devices and processes with
-`distribution: data_parallel`. Data stream from disk (stages/inputs.py). Writes
-models/<model>.keras, reports/train/<model>.json and dvclive's per-epoch curves under
-reports/train/<model>/. A run that is killed resumes from its last completed epoch when it is
+`distribution: data_parallel`. Data stream from disk (stages/inputs.py). One run per training
+seed (params.yaml's `seeds`; dvc.yaml's matrix): the seed draws the validation carve, the initial
+weights, the augmentation and the order. Writes models/<model>/<seed>.keras,
+reports/train/<model>/<seed>.json and dvclive's per-epoch curves under reports/train/<model>/<seed>/. A run that is killed resumes from its last completed epoch when it is
 started again with the same settings, data and code (stages/resume.py).
 
 Keras is imported inside the functions: main() sets the backend first.
 
-    python -m stages.train <model>
+    python -m stages.train <model> [seed]
 """
 
 import contextlib
@@ -243,7 +244,7 @@ def train_model(spec):
     run = ResumableRun(spec.resume_dir, training_fingerprint(spec), writes=lead)
     log.info("%s: %s parameters; %d training and %d validation images of %s; %s on %s "
              "(%d device(s), %d process(es)); %s",
-             spec.name, f"{model.count_params():,}", len(train_indices), len(validation_indices), spec.dataset.name,
+             spec.run_name, f"{model.count_params():,}", len(train_indices), len(validation_indices), spec.dataset.name,
              runtime["backend"], runtime["device"], runtime["devices"], runtime["processes"],
              f"resuming from {spec.resume_dir} after epoch {run.resumed_after_epoch}" if run.resumed_after_epoch
              else "from the first epoch")
@@ -264,18 +265,18 @@ def train_model(spec):
                                             patience=train["early_stopping_patience"] or epochs)
             if callbacks is None:
                 continue
-            log.info("%s: phase %d: epochs %d to %d at learning rate %g", spec.name, phase + 1, run.first_epoch + 1,
+            log.info("%s: phase %d: epochs %d to %d at learning rate %g", spec.run_name, phase + 1, run.first_epoch + 1,
                      run.end_epoch(epochs), learning_rate)
             batches = training_batches(images, labels, train_indices, batch_size, spec.seed, run.first_epoch, shard,
                                        multiple=runtime["devices"])
-            with ending_at_once_if_a_peer_fails(spec.name, shard, run):
+            with ending_at_once_if_a_peer_fails(spec.run_name, shard, run):
                 model.fit(batches, validation_data=validation, epochs=run.end_epoch(epochs),
                           initial_epoch=run.first_epoch, class_weight=class_weight, shuffle=False,
                           callbacks=[*callbacks, curves], verbose=2 if lead else 0)
     run.checkpoint.wait()
 
     if shard.count > 1:  # the processes' weights, to compare at a glance
-        log.info("%s: process %d of %d holds weights sha256:%s", spec.name, shard.index + 1, shard.count,
+        log.info("%s: process %d of %d holds weights sha256:%s", spec.run_name, shard.index + 1, shard.count,
                  weights_digest(model))
     if lead:
         save_model(model, spec.model_path)
@@ -347,15 +348,15 @@ def write_reports(spec, model, run, runtime, train_images, validation_images):
 
 
 def main(argv=None):
-    args = parse_stage_arguments(__doc__, argv, model="a key of the models section of params.yaml")
+    args = parse_stage_arguments(__doc__, argv, seed=True, model="a key of the models section of params.yaml")
     with exit_on(f"train {args.model}", TrainError, ParamsError, DataError, BackendError):
-        spec = model_spec(load_params(), args.model)
+        spec = model_spec(load_params(), args.model, args.seed)
         use_backend(spec.train["backend"])
         run = train_model(spec)
     if not run.checkpoint.writes:
         return
     log.info("%s: wrote %s and %s: best epoch %d of %d, validation loss %.4f, %.1f s of training",
-             spec.name, spec.model_path, spec.report_path, run.best_epoch + 1, run.state.epochs_done,
+             spec.run_name, spec.model_path, spec.report_path, run.best_epoch + 1, run.state.epochs_done,
              run.history()["val_loss"][run.best_epoch], run.state.fit_seconds)
 
 

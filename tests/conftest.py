@@ -41,7 +41,7 @@ def tiny_project(project):
     write_processed(project, "faces", 2)
     write_processed(project, "digits", 3)
     params = {
-        "seed": 5,
+        "split_seed": 5, "seeds": [5],
         "datasets": {
             "faces": dataset_block({"url": "unused"}, {"no": "no", "yes": "yes"}, image_size=16),
             "digits": dataset_block({"url": "unused"}, {"0": "0", "1": "1", "2": "2"}, image_size=16),
@@ -71,7 +71,7 @@ def saved_model(tiny_project):
 
     keras.utils.set_random_seed(1)
     model = get_builder("signs_cnn")((16, 16, 3), 3)
-    save_model(model, tiny_project / "models/digits_cnn.keras")
+    save_model(model, tiny_project / "models/digits_cnn/5.keras")
     Image.new("RGB", (40, 30), (200, 30, 30)).save(tiny_project / "red.png")
     Image.new("L", (16, 16), 90).save(tiny_project / "grey.jpg")
     return model
@@ -83,7 +83,7 @@ def one_model_repo(tmp_path):
     mirror = tmp_path / "mirror"
     write_image_folders(mirror / "digits", {"0": 6, "1": 6, "2": 6}, size=(24, 24))
     params = {
-        "seed": 3,
+        "split_seed": 3, "seeds": [3],
         "datasets": {"digits": dataset_block({"url": "http://127.0.0.1:9/unreachable.zip", "mirror": "digits"},
                                              {"0": "0", "1": "1", "2": "2"}, tree_fingerprint(mirror / "digits"),
                                              test_fraction=0.33, image_size=16)},

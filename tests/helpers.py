@@ -106,7 +106,7 @@ def dataset_block(source, classes, fingerprint=None, test_fraction=0.25, image_s
 
 def write_params(project_dir, datasets, seed=7):
     """Write a params.yaml holding the given dataset blocks; return the params dict."""
-    params = {"seed": seed, "datasets": datasets}
+    params = {"split_seed": seed, "seeds": [seed], "datasets": datasets}
     save_params(Path(project_dir), params)
     return params
 
@@ -166,10 +166,19 @@ def run_python(*args, cwd, timeout=600, env=None):
                           env={**os.environ, "PYTHONPATH": os.pathsep.join([*path, str(REPO_ROOT)]), **(env or {})})
 
 
-def read_train_report(project, name):
+def seed_run(project, name, seed=None):
+    """The ModelSpec of one model's training run in a project (by default its params.yaml's first seed):
+    its paths, relative to the project."""
+    from stages.config import load_params, model_spec
+
+    return model_spec(load_params(Path(project) / "params.yaml"), name, seed)
+
+
+def read_train_report(project, name, seed=None):
     """A training run's metrics (reports/train/) and run facts (reports/runs/) as one dict."""
-    return {**json.loads((Path(project) / "reports/train" / f"{name}.json").read_text()),
-            **json.loads((Path(project) / "reports/runs" / f"{name}.json").read_text())}
+    spec = seed_run(project, name, seed)
+    return {**json.loads((Path(project) / spec.report_path).read_text()),
+            **json.loads((Path(project) / spec.run_path).read_text())}
 
 
 # --- a temporary copy of the project as its own git + DVC repository, for `dvc repro` end to end ---------

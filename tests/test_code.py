@@ -20,20 +20,34 @@ STAGE_MODULES = {"download": download, "preprocess": preprocess, "train": train,
 
 
 def stage_instances(pipeline, params):
-    """Every stage of a dvc.yaml for these params: {name: (stage word, its item or None, deps, params)},
-    with foreach's ${key} and ${item.<field>} filled in as DVC fills them."""
+    """Every stage of a dvc.yaml for these params: {name: (stage word, its model block or dataset item or None,
+    deps, params, command arguments)}, with foreach's ${key} and ${item.<field>} and matrix's
+    ${item.model} and ${item.seed} filled in as DVC fills them."""
     instances = {}
+
+    def fill(text, values):
+        text = text.replace("${key}", str(values.get("key", "")))
+        return re.sub(r"\$\{item\.(\w+)\}", lambda match: str(values["item"][match.group(1)]), text)
+
+    def entries(stage, values, field):
+        return [fill(next(iter(entry)) if isinstance(entry, dict) else entry, values) for entry in stage.get(field, [])]
+
     for word, stage in pipeline["stages"].items():
-        if "foreach" not in stage:
-            instances[word] = (word, None, stage.get("deps", []), stage.get("params", []))
-            continue
-        section = re.fullmatch(r"\$\{(\w+)\}", stage["foreach"]).group(1)
-        for key, item in params[section].items():
-            def fill(text, key=key, item=item):
-                text = text.replace("${key}", key)
-                return re.sub(r"\$\{item\.(\w+)\}", lambda match: str(item[match.group(1)]), text)
-            entries = [fill(next(iter(entry)) if isinstance(entry, dict) else entry) for entry in stage["do"]["deps"]]
-            instances[f"{word}@{key}"] = (word, item, entries, [fill(entry) for entry in stage["do"].get("params", [])])
+        if "matrix" in stage:  # over the models' names and the training seeds
+            assert stage["matrix"] == {"model": "${models}", "seed": "${seeds}"}, word
+            for model, block in params["models"].items():
+                for seed in params["seeds"]:
+                    values = {"item": {"model": model, "seed": seed}}
+                    instances[f"{word}@{model}-{seed}"] = (word, block, entries(stage, values, "deps"),
+                                                           entries(stage, values, "params"), [model, str(seed)])
+        elif "foreach" in stage:
+            section = re.fullmatch(r"\$\{(\w+)\}", stage["foreach"]).group(1)
+            for key, item in params[section].items():
+                values = {"key": key, "item": item}
+                instances[f"{word}@{key}"] = (word, item, entries(stage["do"], values, "deps"),
+                                              entries(stage["do"], values, "params"), [key])
+        else:
+            instances[word] = (word, None, stage.get("deps", []), stage.get("params", []), [])
     return instances
 
 
@@ -46,12 +60,17 @@ def imported_code(word, item):
 
 
 def code_dependency_errors(pipeline, params):
+    """A listed folder of the project's code (stages/models) covers every module in it."""
     errors = []
-    for name, (word, item, deps, _) in stage_instances(pipeline, params).items():
+    for name, (word, item, deps, _, _) in stage_instances(pipeline, params).items():
         listed = {dep for dep in deps if dep.endswith(".py")}
+        folders = [dep for dep in deps if dep.startswith("stages/") and not dep.endswith(".py")]
         imported = imported_code(word, item)
-        errors += [f"{name}: imports {path} but its deps lack it" for path in sorted(imported - listed)]
+        in_folders = {path for path in imported for folder in folders if path.startswith(folder + "/")}
+        errors += [f"{name}: imports {path} but its deps lack it" for path in sorted(imported - listed - in_folders)]
         errors += [f"{name}: lists {path} in its deps but does not import it" for path in sorted(listed - imported)]
+        errors += [f"{name}: lists {folder} in its deps but imports nothing from it" for folder in folders
+                   if not any(path.startswith(folder + "/") for path in imported)]
     return errors
 
 
@@ -64,14 +83,33 @@ def test_each_stage_lists_exactly_the_project_modules_it_imports():
 def test_a_missing_or_stale_code_dependency_is_named_with_its_stage():
     pipeline = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())
     params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
-    deps = pipeline["stages"]["train"]["do"]["deps"]
+    deps = pipeline["stages"]["train"]["deps"]
     deps.remove("stages/images.py")
     deps.append("stages/compare.py")
+    pipeline["stages"]["preprocess"]["do"]["deps"].remove("stages/faces.py")
     errors = code_dependency_errors(pipeline, params)
     for model in params["models"]:
-        assert f"train@{model}: imports stages/images.py but its deps lack it" in errors
-        assert f"train@{model}: lists stages/compare.py in its deps but does not import it" in errors
-    assert len(errors) == 2 * len(params["models"])
+        for seed in params["seeds"]:
+            assert f"train@{model}-{seed}: imports stages/images.py but its deps lack it" in errors
+            assert f"train@{model}-{seed}: lists stages/compare.py in its deps but does not import it" in errors
+    for dataset in params["datasets"]:
+        assert f"preprocess@{dataset}: imports stages/faces.py but its deps lack it" in errors
+    assert len(errors) == 2 * len(params["models"]) * len(params["seeds"]) + len(params["datasets"])
+
+
+def test_a_code_folder_in_the_deps_covers_its_modules_and_must_be_imported_from():
+    pipeline = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    pipeline["stages"]["compare"]["deps"].append("stages/models")
+    pipeline["stages"]["train"]["deps"].remove("stages/models")
+    errors = code_dependency_errors(pipeline, params)
+    assert "compare: lists stages/models in its deps but imports nothing from it" not in errors, \
+        "compare imports the registry (stages/models/__init__.py)"
+    first = f"train@{next(iter(params['models']))}-{params['seeds'][0]}"
+    assert f"{first}: imports stages/models/augmentation.py but its deps lack it" in errors
+    pipeline["stages"]["compare"]["deps"].append("stages/nothing")
+    assert "compare: lists stages/nothing in its deps but imports nothing from it" in code_dependency_errors(
+        pipeline, params)
 
 
 def test_code_files_follow_imports_inside_functions_and_the_packages_on_the_way():
@@ -127,8 +165,8 @@ def record_spec_reads(monkeypatch, reads):
 
     def dataset_attribute(spec, name):
         value = object.__getattribute__(spec, name)
-        where = ("seed",) if name == "seed" else ("datasets", object.__getattribute__(spec, "name"), name)
-        if name in dataset_fields or name == "seed":
+        where = ("split_seed",) if name == "split_seed" else ("datasets", object.__getattribute__(spec, "name"), name)
+        if name in dataset_fields or name == "split_seed":
             reads.add(".".join(where))  # a field read at all, even to see whether it is set, is a read
             if isinstance(value, dict):
                 return Recorded(value, [where], reads)
@@ -141,8 +179,8 @@ def record_spec_reads(monkeypatch, reads):
             return Recorded(value, [("train",), (*model, "train")], reads)
         if name == "network":
             return Recorded(value, [(*model, "network")], reads)
-        if name in ("builder", "dataset", "seed"):
-            reads.add("seed" if name == "seed" else ".".join((*model, name)))
+        if name in ("builder", "dataset"):  # the seed comes from the stage's command (dvc.yaml's matrix)
+            reads.add(".".join((*model, name)))
         return value
 
     monkeypatch.setattr(DatasetSpec, "__getattribute__", dataset_attribute)
@@ -157,7 +195,7 @@ def record_params_reads(monkeypatch, module, reads):
     for name in ("dataset_spec", "model_spec"):
         if hasattr(module, name):
             real = getattr(config, name)
-            monkeypatch.setattr(module, name, lambda params, key, real=real: real(params.plain, key))
+            monkeypatch.setattr(module, name, lambda params, key, *seed, real=real: real(params.plain, key, *seed))
 
 
 def covered(path, listed):
@@ -177,7 +215,7 @@ def small_pipeline(project, tmp_path, monkeypatch):
         external = {"file": "https://example.invalid/elsewhere.h5", "mirror": "elsewhere.h5",
                     "classes": {"frown": 0, "smile": 1}}
         face_step = {"crop": dict(CROP), "face_detector": face_detector_pin(), "external": {"elsewhere": external}}
-    params = {"seed": 3,
+    params = {"split_seed": 3, "seeds": [3],
               "datasets": {"faces": {**dataset_block({"url": "http://127.0.0.1:9/faces.zip", "mirror": "faces"},
                                                      {"frown": "frown", "smile": "smile"}, image_size=16),
                                      **face_step}},
@@ -190,13 +228,12 @@ def small_pipeline(project, tmp_path, monkeypatch):
 def test_each_stage_lists_every_params_key_it_reads(small_pipeline, monkeypatch):
     instances = stage_instances(yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text()), small_pipeline)
     missing = {}
-    for name in ("download@faces", "preprocess@faces", "train@faces_cnn", "evaluate@faces_cnn", "compare"):
-        word, _, _, listed = instances[name]
+    for name in ("download@faces", "preprocess@faces", "train@faces_cnn-3", "evaluate@faces_cnn-3", "compare"):
+        word, _, _, listed, arguments = instances[name]
         reads = set()
         with monkeypatch.context() as patch:
             record_spec_reads(patch, reads)
             record_params_reads(patch, STAGE_MODULES[word], reads)
-            arguments = [] if "@" not in name else [name.split("@")[1]]
             assert run_stage(STAGE_MODULES[word], *arguments) is None, name
         assert reads, f"{name}: nothing recorded"
         missing[name] = sorted(path for path in reads if not covered(path, listed))

@@ -7,7 +7,7 @@ from helpers import CROP, REPO_ROOT, dataset_block
 
 from stages.config import ParamsError, dataset_spec, load_params, model_spec
 
-GOOD = {"seed": 1, "datasets": {"tiny": dataset_block({"url": "somewhere"}, {"a": "a", "b": "b"})}}
+GOOD = {"split_seed": 1, "seeds": [1], "datasets": {"tiny": dataset_block({"url": "somewhere"}, {"a": "a", "b": "b"})}}
 PIN = {"file": "https://example.org/yunet.onnx", "mirror": "yunet.onnx", "sha256": "0" * 64}
 
 
@@ -27,7 +27,7 @@ def with_change(path, value):
 
 def test_good_block_is_accepted():
     spec = dataset_spec(GOOD, "tiny")
-    assert spec.source_kind == "folders" and spec.class_names == ["a", "b"] and spec.seed == 1
+    assert spec.source_kind == "folders" and spec.class_names == ["a", "b"] and spec.split_seed == 1
     assert spec.crop is None
 
 
@@ -54,7 +54,7 @@ def test_a_face_step_and_its_detector_are_read():
     ("datasets.tiny.image_sise", 64, "unknown key(s) image_sise"),
     ("datasets.tiny.classes", ..., "datasets.tiny.classes is missing"),
     ("datasets.tiny.test_fraction", ..., "datasets.tiny.test_fraction must be a number"),
-    ("seed", "forty-two", "seed must be an integer"),
+    ("split_seed", "forty-two", "split_seed must be an integer"),
     ("datasets.tiny.crop", ..., "datasets.tiny.crop is missing: set it, or null for no face step"),
     ("datasets.tiny.crop", {"side": 2.0}, "datasets.tiny.crop: missing centre, colour, detection_size, min_score"),
     ("datasets.tiny.crop", {**CROP, "colour": "sepia"}, "datasets.tiny.crop.colour must be one of grey, rgb"),
@@ -106,3 +106,33 @@ def test_every_block_of_the_projects_params_passes_the_checks():
         dataset_spec(params, name)
     for name in params["models"]:
         model_spec(params, name)
+
+
+def with_model(seeds):
+    params = copy.deepcopy(GOOD)
+    params["seeds"] = seeds
+    params["train"] = load_params(REPO_ROOT / "params.yaml")["train"]
+    params["models"] = {"tiny_cnn": {"dataset": "tiny", "builder": "happy_cnn"}}
+    return params
+
+
+def test_a_model_trains_once_per_seed_each_run_with_its_own_files():
+    params = with_model([11, 12])
+    first, second = model_spec(params, "tiny_cnn"), model_spec(params, "tiny_cnn", 12)
+    assert first.seed == 11, "by default the first training seed"
+    assert second.seed == 12 and second.dataset.split_seed == first.dataset.split_seed == 1
+    paths = ("model_path", "report_path", "run_path", "metrics_path", "eval_dir", "resume_dir", "live_dir")
+    assert all(getattr(first, path) != getattr(second, path) for path in paths)
+    assert str(second.model_path) == "models/tiny_cnn/12.keras" and second.run_name == "tiny_cnn seed 12"
+
+
+@pytest.mark.parametrize("seeds, expected", [
+    (None, "seeds must be a non-empty list of integers, got None"),
+    ([], "seeds must be a non-empty list of integers, got []"),
+    ([1, "two"], "each of seeds must be an integer, got 'two'"),
+    ([1, 2, 1], "seeds must not repeat a seed, got [1, 2, 1]"),
+])
+def test_bad_seeds_are_named(seeds, expected):
+    with pytest.raises(ParamsError) as error:
+        model_spec(with_model(seeds), "tiny_cnn")
+    assert expected in str(error.value)

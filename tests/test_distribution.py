@@ -45,7 +45,7 @@ def use_data_parallel(project, epochs=4):
 
 
 def model_weights(project):
-    return [np.asarray(w) for w in keras.models.load_model(project / "models" / f"{NAME}.keras", compile=False).weights]
+    return [np.asarray(w) for w in keras.models.load_model(project / "models" / NAME / "5.keras", compile=False).weights]
 
 
 def free_port():
@@ -106,19 +106,19 @@ def test_two_processes_train_one_model_and_resume_together_after_one_is_killed(t
     report = read_train_report(tiny_project, NAME)
     assert (report["processes"], report["devices"]) == (2, 2)
     assert "wrote models/" not in results[1][1], "only the first process writes the outputs"
-    for output in ("models/digits_cnn.keras", "reports/train/digits_cnn.json", "reports/runs/digits_cnn.json"):
+    for output in ("models/digits_cnn/5.keras", "reports/train/digits_cnn/5.json", "reports/runs/digits_cnn/5.json"):
         (tiny_project / output).unlink()  # as DVC does before it runs a stage again
 
     (lead_code, lead_stderr), (killed_code, _) = train_on_two_processes(tiny_project, killed_after=2, timeout=120)
     assert killed_code == -signal.SIGKILL
     assert lead_code == 1 and "training across processes failed" in lead_stderr, lead_stderr[-3000:]
     assert "resume after epoch 2" in lead_stderr
-    assert not (tiny_project / "models" / f"{NAME}.keras").exists()
-    assert json.loads((tiny_project / "models/resume" / NAME / "state.json").read_text())["epochs_done"] == 2
+    assert not (tiny_project / "models" / NAME / "5.keras").exists()
+    assert json.loads((tiny_project / "models/resume" / NAME / "5" / "state.json").read_text())["epochs_done"] == 2
 
     results = train_on_two_processes(tiny_project)
     assert [code for code, _ in results] == [0, 0], results[0][1][-3000:]
-    assert f"resuming from models/resume/{NAME} after epoch 2" in results[0][1]
+    assert f"resuming from models/resume/{NAME}/5 after epoch 2" in results[0][1]
     assert digests(stderr for _, stderr in results) == uninterrupted, "bit-exact resume on both processes"
     for resumed, expected in zip(model_weights(tiny_project), weights, strict=True):
         np.testing.assert_array_equal(resumed, expected)

@@ -122,16 +122,20 @@ def prepare_evaluation(project):
 def test_evaluate_scores_each_external_set(project, evaluated_inputs):
     assert run_stage(evaluate, "tiny_cnn") is None
 
-    metrics = json.loads((project / "reports/metrics/tiny_cnn.json").read_text())
+    metrics = json.loads((project / evaluated_inputs.metrics_path).read_text())
     external = metrics["external"]["elsewhere"]
     assert external["test_images"] == 6 and 0.0 <= external["accuracy"] <= 1.0
     assert external["ci95"]["accuracy"]["low"] <= external["accuracy"] <= external["ci95"]["accuracy"]["high"]
     assert set(external["per_class"]) == set(CLASSES)
-    assert (project / "reports/eval/tiny_cnn/gradcam_external.png").is_file()
-    rows = json.loads((project / "reports/eval/tiny_cnn/predictions_external.json").read_text())["elsewhere"]
+    assert (project / evaluated_inputs.eval_dir / "gradcam_external.png").is_file()
+    rows = json.loads((project / evaluated_inputs.eval_dir / "predictions_external.json").read_text())["elsewhere"]
     labels = np.load(project / "data/processed/tiny/external/elsewhere/labels.npy")
     assert [row["actual"] for row in rows] == [evaluated_inputs.dataset.class_names[i] for i in labels.argmax(axis=1)]
     assert np.mean([row["actual"] == row["predicted"] for row in rows]) == pytest.approx(external["accuracy"])
+    names = evaluated_inputs.dataset.class_names
+    for row in rows:  # what compare's ensembles average
+        assert sum(row["probabilities"]) == pytest.approx(1, abs=1e-5)
+        assert names[int(np.argmax(row["probabilities"]))] == row["predicted"]
 
 
 def test_evaluate_with_a_damaged_external_set_writes_nothing(project, evaluated_inputs):
@@ -150,11 +154,11 @@ def test_with_a_face_step_evaluate_also_scores_the_external_photos_whole(project
     params = load_params()
     params["datasets"]["tiny"].update(crop=dict(CROP), face_detector=face_detector_pin())
     (project / "params.yaml").write_text(json.dumps(params))
-    prepare_evaluation(project)
+    spec = prepare_evaluation(project)
 
     assert run_stage(evaluate, "tiny_cnn") is None
 
-    metrics = json.loads((project / "reports/metrics/tiny_cnn.json").read_text())
+    metrics = json.loads((project / spec.metrics_path).read_text())
     assert metrics["external"]["elsewhere"]["test_images"] == metrics["external_whole"]["elsewhere"]["test_images"] == 6
     summary = json.loads((project / "reports/data/tiny/summary.json").read_text())
     assert summary["faces_found"]["external/elsewhere"] == {"found": 0, "missed": 6}  # noise: no faces

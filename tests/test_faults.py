@@ -21,7 +21,7 @@ from stages.files import file_sha256, remove_path
 from stages.models import get_builder, save_model
 
 MEND_DATA = "run `dvc repro preprocess@digits` to rebuild it"
-MEND_MODEL = "run `dvc repro train@digits_cnn` to rebuild it"
+MEND_MODEL = "run `dvc repro train@digits_cnn-5` to rebuild it"
 
 
 def truncate(path, size):
@@ -54,7 +54,7 @@ def test_labels_with_fewer_rows_than_images(saved_model, tiny_project):
 
     assert_one_clear_line(message, "data/processed/digits/test/labels.npy: expected 12 labels, one per image of "
                           "images.npy, found 7", MEND_DATA)
-    assert not (tiny_project / "reports/metrics/digits_cnn.json").exists()
+    assert not (tiny_project / "reports/metrics/digits_cnn/5.json").exists()
 
 
 def test_images_of_another_shape_or_type(tiny_project):
@@ -77,18 +77,18 @@ def test_missing_split_file(tiny_project):
     (predict, ["digits_cnn", "red.png"], "predict: error: "),
 ])
 def test_truncated_model_file(saved_model, tiny_project, stage, arguments, prefix):
-    truncate(tiny_project / "models/digits_cnn.keras", 2000)
+    truncate(tiny_project / "models/digits_cnn/5.keras", 2000)
 
     message = run_stage(stage, *arguments)
 
-    assert_one_clear_line(message, prefix + "models/digits_cnn.keras: expected a Keras model archive", MEND_MODEL)
+    assert_one_clear_line(message, prefix + "models/digits_cnn/5.keras: expected a Keras model archive", MEND_MODEL)
     assert "File not found" not in message
-    assert not (tiny_project / "reports/metrics/digits_cnn.json").exists()
+    assert not (tiny_project / "reports/metrics/digits_cnn/5.json").exists()
 
 
 def test_model_file_that_is_not_an_archive(saved_model, tiny_project):
-    (tiny_project / "models/digits_cnn.keras").write_text("not a model")
-    assert_one_clear_line(run_stage(evaluate, "digits_cnn"), "models/digits_cnn.keras: expected a Keras model archive",
+    (tiny_project / "models/digits_cnn/5.keras").write_text("not a model")
+    assert_one_clear_line(run_stage(evaluate, "digits_cnn"), "models/digits_cnn/5.keras: expected a Keras model archive",
                           MEND_MODEL)
 
 
@@ -175,7 +175,7 @@ def test_kill_at_random_moments_then_repro_ends_as_an_uninterrupted_run(one_mode
     repo = one_model_repo
     stage_seconds = timed_repro(repo)
     reference = lasting_outputs(repo.root)
-    assert any(key.startswith("models/") for key in reference) and "reports/metrics/digits_cnn.json" in reference
+    assert any(key.startswith("models/") for key in reference) and "reports/metrics/digits_cnn/5.json" in reference
 
     rng = random.Random(KILL_SEED)
     hits = []
@@ -265,7 +265,7 @@ for seed in (1, 2):
 deadline = time.monotonic() + float(sys.argv[1])
 count = 0
 while time.monotonic() < deadline:
-    save_model(models[count % 2], "models/digits_cnn.keras")
+    save_model(models[count % 2], "models/digits_cnn/5.keras")
     count += 1
 print(count)
 """

@@ -36,9 +36,9 @@ def train_killed_after(project, name, epochs):
 
 def outputs_of(project, name):
     """(weights, report, curve values) of a finished training run."""
-    weights = [w.numpy() for w in keras.models.load_model(project / "models" / f"{name}.keras").weights]
+    weights = [w.numpy() for w in keras.models.load_model(project / "models" / name / "5.keras").weights]
     report = read_train_report(project, name)
-    curves_dir = project / "reports/train" / name / "plots/metrics"
+    curves_dir = project / "reports/train" / name / "5/plots/metrics"
     curves = {path.relative_to(curves_dir).as_posix(): path.read_text() for path in curves_dir.rglob("*.tsv")}
     assert curves
     return weights, report, curves
@@ -46,9 +46,9 @@ def outputs_of(project, name):
 
 def remove_outputs(project, name):
     """What DVC does before it re-runs a stage: delete the stage's outputs."""
-    (project / "models" / f"{name}.keras").unlink()
-    (project / "reports/train" / f"{name}.json").unlink()
-    (project / "reports/runs" / f"{name}.json").unlink()
+    (project / "models" / name / "5.keras").unlink()
+    (project / "reports/train" / name / "5.json").unlink()
+    (project / "reports/runs" / name / "5.json").unlink()
 
 
 EVERY_AUGMENTATION = {"flip": "horizontal", "rotation": 0.1, "zoom": 0.1, "shift": 0.1, "brightness": 0.1,
@@ -83,15 +83,15 @@ def test_killed_run_resumes_and_ends_like_an_uninterrupted_one(tiny_project, nam
     for killed_after in kill_points:
         remove_outputs(tiny_project, name)
         train_killed_after(tiny_project, name, killed_after)
-        assert not (tiny_project / "models" / f"{name}.keras").exists()
-        assert not (tiny_project / "reports/train" / f"{name}.json").exists()
-        state = json.loads((tiny_project / "models/resume" / name / "state.json").read_text())
+        assert not (tiny_project / "models" / name / "5.keras").exists()
+        assert not (tiny_project / "reports/train" / name / "5.json").exists()
+        state = json.loads((tiny_project / "models/resume" / name / "5" / "state.json").read_text())
         assert state["epochs_done"] == killed_after
 
         caplog.clear()
         assert run_stage(train, name) is None
 
-        assert f"resuming from models/resume/{name} after epoch {killed_after}" in caplog.text
+        assert f"resuming from models/resume/{name}/5 after epoch {killed_after}" in caplog.text
         weights, report, curves = outputs_of(tiny_project, name)
         for resumed, expected in zip(weights, uninterrupted_weights, strict=True):
             np.testing.assert_array_equal(resumed, expected)
@@ -99,7 +99,7 @@ def test_killed_run_resumes_and_ends_like_an_uninterrupted_one(tiny_project, nam
         for key in ("epochs_run", "best_epoch", "best_val_loss", "best_val_accuracy"):
             assert report[key] == uninterrupted_report[key], key
         assert curves == uninterrupted_curves
-        assert not (tiny_project / "models/resume" / name).exists(), "a finished run deletes its checkpoint"
+        assert not (tiny_project / "models/resume" / name / "5").exists(), "a finished run deletes its checkpoint"
 
 
 @pytest.mark.slow
@@ -164,7 +164,7 @@ def test_checkpoint_holds_the_values_of_its_epoch_not_later_ones(tmp_path):
 @pytest.mark.slow
 def test_unreadable_checkpoint_starts_fresh(tiny_project, caplog):
     train_killed_after(tiny_project, "digits_cnn", 1)
-    (tiny_project / "models/resume/digits_cnn/state.json").write_text("{not json")
+    (tiny_project / "models/resume/digits_cnn/5/state.json").write_text("{not json")
 
     caplog.set_level("INFO")
     assert run_stage(train, "digits_cnn") is None
@@ -196,15 +196,15 @@ def test_stage_killed_while_writing_its_model_leaves_nothing_that_passes_for_it(
     result = run_python("-c", KILLED_WHILE_SAVING, "digits_cnn", cwd=tiny_project)
     assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
 
-    assert not (tiny_project / "models/digits_cnn.keras").exists()
-    leftovers = [path.name for path in (tiny_project / "models").iterdir() if path.is_file()]
-    assert len(leftovers) == 1 and leftovers[0].startswith(".digits_cnn.keras.partial-")
-    assert not (tiny_project / "reports/train/digits_cnn.json").exists()
-    with pytest.raises(SystemExit, match=r"models/digits_cnn.keras is missing: run `dvc repro train@digits_cnn`"):
+    assert not (tiny_project / "models/digits_cnn/5.keras").exists()
+    leftovers = [path.name for path in (tiny_project / "models/digits_cnn").iterdir() if path.is_file()]
+    assert len(leftovers) == 1 and leftovers[0].startswith(".5.keras.partial-")
+    assert not (tiny_project / "reports/train/digits_cnn/5.json").exists()
+    with pytest.raises(SystemExit, match=r"models/digits_cnn/5.keras is missing: run `dvc repro train@digits_cnn-5`"):
         evaluate.main(["digits_cnn"])
 
     assert run_stage(train, "digits_cnn") is None  # the next run resumes, finishes and clears the leftover
-    assert [path.name for path in (tiny_project / "models").iterdir() if path.is_file()] == ["digits_cnn.keras"]
+    assert [path.name for path in (tiny_project / "models/digits_cnn").iterdir() if path.is_file()] == ["5.keras"]
     assert model_spec(load_params(), "digits_cnn").report_path.is_file()
 
 

@@ -12,8 +12,10 @@ from stages.metrics import (
     confusion_matrix,
     curve_points,
     macro_f1,
-    mcnemar_test,
+    paired_sign_test,
+    pooled_intervals,
     roc_auc,
+    seed_spread,
     wilson_interval,
 )
 
@@ -117,15 +119,50 @@ def test_bootstrap_of_a_perfect_classifier_is_a_point():
     assert perfect == {"balanced_accuracy": {"low": 1.0, "high": 1.0}, "macro_f1": {"low": 1.0, "high": 1.0}}
 
 
-def test_mcnemar_exact_p_values():
+def test_with_one_seed_the_sign_test_is_the_exact_mcnemar_test():
     # 4 images only the first model got right, none only the second: p = 2 * 0.5**4
     first = [True] * 10
     second = [False] * 4 + [True] * 6
-    assert mcnemar_test(first, second) == (4, 0, pytest.approx(0.125))
-    assert mcnemar_test(second, first) == (0, 4, pytest.approx(0.125))
+    assert paired_sign_test(first, second) == (4, 0, pytest.approx(0.125))
+    assert paired_sign_test(second, first) == (0, 4, pytest.approx(0.125))
     # 1 against 5: p = 2 * (1 + 6) / 2**6
-    assert mcnemar_test([True] + [False] * 5 + [True] * 4, [False] + [True] * 5 + [True] * 4)[2] == pytest.approx(14 / 64)
-    assert mcnemar_test([True, False], [True, False]) == (0, 0, 1.0), "no disagreement: nothing to tell apart"
+    assert paired_sign_test([True] + [False] * 5 + [True] * 4,
+                            [False] + [True] * 5 + [True] * 4)[2] == pytest.approx(14 / 64)
+    assert paired_sign_test([True, False], [True, False]) == (0, 0, 1.0), "no disagreement: nothing to tell apart"
+
+
+def test_sign_test_over_seeds_counts_images_by_their_share_of_seeds_right():
+    # three seeds each: shares right per image; differences +1, +1/3, 0, +1/3, -1/3
+    first = np.array([[1, 1, 0, 1, 0], [1, 1, 1, 1, 0], [1, 0, 0, 1, 0]]).mean(axis=0)
+    second = np.array([[0, 0, 1, 1, 1], [0, 1, 0, 0, 0], [0, 0, 0, 1, 0]]).mean(axis=0)
+    # 3 images the first did better on, 1 the second, 1 tied and left out: p = 2 * (4 + 1) / 2**4
+    assert paired_sign_test(first, second) == (3, 1, pytest.approx(10 / 16))
+    # six images, each right more often by the first model, none by the second: p = 2 / 2**6
+    assert paired_sign_test([2 / 3] * 6, [1 / 3] * 6) == (6, 0, pytest.approx(1 / 32))
+
+
+def test_seed_spread_by_hand():
+    assert seed_spread([0.9, 0.8, 1.0]) == {"mean": pytest.approx(0.9), "sd": pytest.approx(0.1), "min": 0.8,
+                                            "max": 1.0}
+    assert seed_spread([0.7]) == {"mean": 0.7, "sd": 0.0, "min": 0.7, "max": 0.7}, "one seed: no spread"
+
+
+def test_pooled_interval_is_seeded_brackets_the_mean_over_seeds_and_narrows_to_a_point_when_perfect():
+    rng = np.random.default_rng(0)
+    actual = rng.integers(0, 3, 80)
+    predicted = np.stack([np.where(rng.random(80) < share, actual, (actual + 1) % 3) for share in (0.7, 0.8, 0.9)])
+    first = pooled_intervals(actual, predicted, 3, seed=1)
+    assert first == pooled_intervals(actual, predicted, 3, seed=1)
+    assert first != pooled_intervals(actual, predicted, 3, seed=2)
+    mean_accuracy = np.mean(predicted == actual)
+    assert first["accuracy"]["low"] < mean_accuracy < first["accuracy"]["high"]
+    mean_balanced = np.mean([balanced_accuracy(actual, row, 3) for row in predicted])
+    assert first["balanced_accuracy"]["low"] < mean_balanced < first["balanced_accuracy"]["high"]
+    # the same network three times: the interval of one
+    same = pooled_intervals(actual, np.stack([predicted[1]] * 3), 3, seed=1)
+    assert same == pooled_intervals(actual, predicted[1:2], 3, seed=1)
+    perfect = pooled_intervals(actual, np.stack([actual, actual]), 3, seed=0)
+    assert perfect == {name: {"low": 1.0, "high": 1.0} for name in ("accuracy", "balanced_accuracy", "macro_f1")}
 
 
 def test_binary_curves_of_a_perfect_ranking():

@@ -17,7 +17,7 @@ def tiny_pipeline(tmp_path, with_transfer):
     write_image_folders(mirror / "digits", {"0": 6, "1": 6, "2": 6}, size=(24, 24))
     write_image_folders(mirror / "faces", {"frown": 5, "smile": 5}, size=(16, 16), mode="L", seed=1)
     unreachable = "http://127.0.0.1:9/archive.zip"  # any network access would fail the run
-    params = {"seed": 3, "datasets": {
+    params = {"split_seed": 3, "seeds": [3], "datasets": {
         "digits": dataset_block({"url": unreachable, "root": "x", "mirror": "digits"},
                                 {"0": "0", "1": "1", "2": "2"}, tree_fingerprint(mirror / "digits"),
                                 test_fraction=0.33, image_size=16),
@@ -53,16 +53,17 @@ def cnn_repo(tmp_path):
 def test_repro_builds_then_does_nothing_then_reruns_only_what_changed(repo):
     first = repo.dvc("repro")
     assert "oneDNN" not in first and "absl::InitializeLog" not in first, "TensorFlow's start-up lines are filtered"
-    assert stages_run(first) == ["compare", "download@digits", "download@faces", "evaluate@digits_cnn",
-                                 "evaluate@faces_cnn", "evaluate@faces_transfer", "preprocess@digits",
-                                 "preprocess@faces", "train@digits_cnn", "train@faces_cnn", "train@faces_transfer"]
+    assert stages_run(first) == ["compare", "download@digits", "download@faces", "evaluate@digits_cnn-3",
+                                 "evaluate@faces_cnn-3", "evaluate@faces_transfer-3", "preprocess@digits",
+                                 "preprocess@faces", "train@digits_cnn-3", "train@faces_cnn-3",
+                                 "train@faces_transfer-3"]
     assert (repo.root / "data/processed/digits/train/images.npy").is_file()
     assert (repo.root / "reports/data/faces/samples.png").is_file()
-    assert (repo.root / "models/faces_cnn.keras").is_file()
+    assert (repo.root / "models/faces_cnn/3.keras").is_file()
     assert "## digits" in (repo.root / "reports/comparison.md").read_text()
     summary = yaml.safe_load((repo.root / "reports/data/digits/summary.json").read_text())
     assert summary["test"]["per_class"] == {"0": 2, "1": 2, "2": 2}
-    assert yaml.safe_load((repo.root / "reports/train/digits_cnn.json").read_text())["epochs_run"] == 2
+    assert yaml.safe_load((repo.root / "reports/train/digits_cnn/3.json").read_text())["epochs_run"] == 2
 
     second = repo.dvc("repro")
     assert stages_run(second) == [], second
@@ -74,7 +75,7 @@ def test_repro_builds_then_does_nothing_then_reruns_only_what_changed(repo):
     images_code.write_text(original + "# a comment\n")
     changed = set(json.loads(repo.dvc("status", "--json", stdout_only=True)))
     models = ["digits_cnn", "faces_cnn", "faces_transfer"]
-    assert changed == {"preprocess@digits", "preprocess@faces", *(f"{stage}@{model}" for stage in ("train", "evaluate")
+    assert changed == {"preprocess@digits", "preprocess@faces", *(f"{stage}@{model}-3" for stage in ("train", "evaluate")
                                                                   for model in models)}
     images_code.write_text(original)
 
@@ -83,12 +84,14 @@ def test_repro_builds_then_does_nothing_then_reruns_only_what_changed(repo):
     with open(repo.root / "stages/train.py", "a") as code:
         code.write("# a comment\n")
     retrain = repo.dvc("repro")
-    assert stages_run(retrain) == ["train@digits_cnn", "train@faces_cnn", "train@faces_transfer"], retrain
+    assert stages_run(retrain) == ["train@digits_cnn-3", "train@faces_cnn-3", "train@faces_transfer-3"], retrain
 
+    # A matrix stage cannot name its model's dataset (dvc.yaml): one dataset's change retrains every model.
     repo.params["datasets"]["digits"]["test_fraction"] = 0.5
     repo.write_params(repo.params)
     third = repo.dvc("repro")
-    assert stages_run(third) == ["compare", "evaluate@digits_cnn", "preprocess@digits", "train@digits_cnn"], third
+    assert stages_run(third) == sorted(["compare", "preprocess@digits", *(f"{stage}@{model}-3" for model in models
+                                                                          for stage in ("evaluate", "train"))]), third
 
 
 @pytest.mark.slow
@@ -102,16 +105,16 @@ def test_one_models_change_shows_in_metrics_diff_and_a_new_models_plots_appear(c
     repo.params["models"]["digits_cnn"]["train"]["epochs"] = 3
     repo.write_params(repo.params)
     rerun = repo.dvc("repro")
-    assert stages_run(rerun) == ["compare", "evaluate@digits_cnn", "train@digits_cnn"], rerun
+    assert stages_run(rerun) == ["compare", "evaluate@digits_cnn-3", "train@digits_cnn-3"], rerun
     repo.run("git", "add", "-A")
     repo.run("git", "commit", "-qm", "digits_cnn: 3 epochs")
 
     assert '"error"' not in repo.dvc("metrics", "show", "--json", stdout_only=True), "every metrics file must parse"
     diff = json.loads(repo.dvc("metrics", "diff", "--json", "main", "more-epochs", stdout_only=True))
     changed_files = set(diff)
-    assert "reports/train/digits_cnn.json" in changed_files
-    assert diff["reports/train/digits_cnn.json"]["epochs_run"] == {"old": 2, "new": 3, "diff": 1}
-    assert "reports/metrics/digits_cnn.json" in changed_files
+    assert "reports/train/digits_cnn/3.json" in changed_files
+    assert diff["reports/train/digits_cnn/3.json"]["epochs_run"] == {"old": 2, "new": 3, "diff": 1}
+    assert "reports/metrics/digits_cnn/3.json" in changed_files and "reports/summary/models/digits_cnn.json" in changed_files
     assert not any("faces" in path for path in changed_files), diff
 
     # A new model is one params.yaml block: its plots appear with no edit of dvc.yaml.
@@ -119,13 +122,13 @@ def test_one_models_change_shows_in_metrics_diff_and_a_new_models_plots_appear(c
                                            "network": {"filters": [12, 24]}}
     repo.write_params(repo.params)  # one params.yaml block, and no edit of dvc.yaml
 
-    assert stages_run(repo.dvc("repro")) == ["compare", "evaluate@digits_wide", "train@digits_wide"]
+    assert stages_run(repo.dvc("repro")) == ["compare", "evaluate@digits_wide-3", "train@digits_wide-3"]
 
     plots = json.loads(repo.dvc("plots", "show", "--json", "--split", stdout_only=True))["data"]
     for name in ("digits_wide", "faces_cnn"):
-        for path in (f"reports/train/{name}/plots/metrics/eval/accuracy.tsv", f"reports/eval/{name}/roc.json",
-                     f"reports/eval/{name}/predictions.json", f"reports/eval/{name}/precision_recall.json",
-                     f"reports/eval/{name}/misclassified.png"):
+        for path in (f"reports/train/{name}/3/plots/metrics/eval/accuracy.tsv", f"reports/eval/{name}/3/roc.json",
+                     f"reports/eval/{name}/3/predictions.json", f"reports/eval/{name}/3/precision_recall.json",
+                     f"reports/eval/{name}/3/misclassified.png"):
             assert any(path in plot_id for plot_id in plots), (path, sorted(plots))
     assert any("reports/figures/roc_faces.png" in plot_id for plot_id in plots)
     assert "plots" not in yaml.safe_load((repo.root / "dvc.yaml").read_text()), "no top-level plot list"
@@ -137,15 +140,25 @@ def test_one_models_change_shows_in_metrics_diff_and_a_new_models_plots_appear(c
     for revision in shown:  # the workspace and the commit
         for path, content in revision["data"]["metrics"].items():
             metrics.update((f"{path}:{key}", value) for key, value in leaves(content["data"]))
-    assert any(key.endswith("digits_wide.json:ci95.accuracy.low") for key in metrics), sorted(metrics)[:20]
+    assert any(key.endswith("digits_wide/3.json:ci95.accuracy.low") for key in metrics), sorted(metrics)[:20]
+    assert any(key.endswith("summary/models/digits_wide.json:test.accuracy.sd") for key in metrics)
     not_numbers = {key: value for key, value in metrics.items()
                    if isinstance(value, (str, list)) or value is None}
     assert not not_numbers, not_numbers
 
     compared = json.loads(repo.dvc("plots", "diff", "HEAD~1", "--json", "--split", stdout_only=True))["data"]
-    for path in ("reports/train/digits_cnn/plots/metrics/eval/loss.tsv", "reports/eval/faces_cnn/roc.json",
-                 "reports/eval/digits_wide/predictions.json", "reports/figures/scores.png"):
+    for path in ("reports/train/digits_cnn/3/plots/metrics/eval/loss.tsv", "reports/eval/faces_cnn/3/roc.json",
+                 "reports/eval/digits_wide/3/predictions.json", "reports/figures/scores.png"):
         assert any(path in plot_id for plot_id in compared), (path, sorted(compared))
+
+    # One more training seed: its own train and evaluate stages per model, and compare; nothing else.
+    repo.params["seeds"] = [3, 4]
+    repo.write_params(repo.params)
+    added = repo.dvc("repro")
+    assert stages_run(added) == ["compare", *(f"{stage}@{model}-4" for stage in ("evaluate", "train")
+                                              for model in ("digits_cnn", "digits_wide", "faces_cnn"))], added
+    summary = json.loads((repo.root / "reports/summary/models/digits_cnn.json").read_text())
+    assert summary["seeds"] == 2 and set(summary["test"]["accuracy"]["per_seed"]) == {"3", "4"}
 
 
 def leaves(data, path=""):

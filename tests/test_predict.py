@@ -7,7 +7,8 @@ import pytest
 import shutil
 
 import yaml
-from helpers import CROP, SHARED_FACE_DETECTOR, drawn_face, face_detector_pin, needs_face_detector, run_python
+from helpers import (
+    CROP, SHARED_FACE_DETECTOR, drawn_face, face_detector_pin, needs_face_detector, run_python, save_params)
 from PIL import Image
 
 from stages import predict
@@ -29,6 +30,31 @@ def test_prediction_uses_the_preprocess_pipeline(saved_model, tiny_project, caps
         assert sum(result["probabilities"].values()) == pytest.approx(1.0, rel=1e-5)
 
 
+def test_by_default_every_seeds_model_answers_averaged_and_seed_picks_one(saved_model, tiny_project, capsys):
+    import keras
+
+    from stages.config import load_params
+    from stages.models import get_builder, save_model
+
+    params = load_params()
+    params["seeds"] = [5, 6]
+    save_params(tiny_project, params)
+    keras.utils.set_random_seed(2)
+    other = get_builder("signs_cnn")((16, 16, 3), 3)
+    save_model(other, tiny_project / "models/digits_cnn/6.keras")
+    inputs = to_unit_range(np.stack([load_pixels("red.png", 16), load_pixels("grey.jpg", 16)]))
+    first, second = saved_model.predict(inputs, verbose=0), other.predict(inputs, verbose=0)
+    assert not np.allclose(first, second)
+
+    predict.main(["digits_cnn", "red.png", "grey.jpg", "--json"])
+    averaged = [list(result["probabilities"].values()) for result in json.loads(capsys.readouterr().out)]
+    np.testing.assert_allclose(averaged, (first + second) / 2, rtol=1e-5)
+
+    predict.main(["digits_cnn", "red.png", "grey.jpg", "--json", "--seed", "6"])
+    alone = [list(result["probabilities"].values()) for result in json.loads(capsys.readouterr().out)]
+    np.testing.assert_allclose(alone, second, rtol=1e-5)
+
+
 def test_plain_and_full_distribution_output(saved_model, tiny_project, capsys):
     predict.main(["digits_cnn", "red.png"])
     plain = capsys.readouterr().out.splitlines()
@@ -44,7 +70,8 @@ def test_plain_and_full_distribution_output(saved_model, tiny_project, capsys):
     (["digits_cnn", "nothing.png"], "predict: error: no such file: nothing.png"),
     (["digits_cnn", "params.yaml"], "predict: error: params.yaml is not a readable image"),
     (["resnet9000", "red.png"], "predict: error: unknown model 'resnet9000'"),
-    (["faces_cnn", "red.png"], "predict: error: models/faces_cnn.keras is missing: run `dvc repro train@faces_cnn`"),
+    (["faces_cnn", "red.png"], "predict: error: models/faces_cnn/5.keras is missing: run `dvc repro train@faces_cnn-5`"),
+    (["digits_cnn", "red.png", "--seed", "7"], "predict: error: models/digits_cnn/7.keras is missing"),
 ])
 def test_errors_exit_non_zero_without_a_traceback(saved_model, tiny_project, args, message):
     result = run_python("-m", "stages.predict", *args, cwd=tiny_project)  # as a user runs it: real exit status
@@ -98,7 +125,7 @@ def faces_project(tiny_project):
     (tiny_project / "data/raw/faces").mkdir(parents=True)
     shutil.copyfile(SHARED_FACE_DETECTOR, tiny_project / "data/raw/faces/face_detector.onnx")
     keras.utils.set_random_seed(1)
-    save_model(get_builder("happy_cnn")((16, 16, 3), 2), tiny_project / "models/faces_cnn.keras")
+    save_model(get_builder("happy_cnn")((16, 16, 3), 2), tiny_project / "models/faces_cnn/5.keras")
     photo = Image.new("RGB", (600, 300), (70, 110, 150))
     photo.paste(drawn_face(120, scale=0.4), (40, 90))
     photo.paste(drawn_face(260, scale=1.0), (300, 20))

@@ -94,7 +94,7 @@ def test_same_seed_same_split_other_seed_other_split(three_classes):
     np.testing.assert_array_equal(first_images, again["images"])
 
     params = load_params()
-    write_params(three_classes, params["datasets"], seed=params["seed"] + 1)
+    write_params(three_classes, params["datasets"], seed=params["split_seed"] + 1)
     other, _, _ = run_preprocess("tiny")
     assert other["images"].shape == first_images.shape
     assert not np.array_equal(other["images"], first_images)

@@ -19,7 +19,7 @@ def test_train_writes_model_report_and_curves(tiny_project):
     report = read_train_report(tiny_project, "digits_cnn")
     assert report["epochs_run"] == 4 and 1 <= report["best_epoch"] <= 4
     assert report["train_images"] == 18 and report["validation_images"] == 6
-    assert report["parameter_count"] == keras.models.load_model(tiny_project / "models/digits_cnn.keras").count_params()
+    assert report["parameter_count"] == keras.models.load_model(tiny_project / "models/digits_cnn/5.keras").count_params()
     assert report["device"].startswith(("CPU", "GPU")) and isinstance(report["mixed_precision"], bool)
     assert report["images_per_second"] > 0 and report["wall_time_seconds"] > 0
     assert report["peak_memory_mib"] > 100, "TensorFlow alone takes more than that"
@@ -52,7 +52,7 @@ def test_saved_model_is_the_best_epoch(tiny_project):
     images, labels = read_split(tiny_project / "data/processed/faces", "train")
     _, held_out = train.validation_split(labels, spec.train["validation_fraction"], spec.seed)
     val_images, val_labels = images[held_out], labels[held_out]
-    model = keras.models.load_model(tiny_project / "models/faces_cnn.keras")
+    model = keras.models.load_model(tiny_project / "models/faces_cnn/5.keras")
     _, accuracy = model.evaluate(val_images, val_labels, verbose=0)
     assert accuracy == pytest.approx(report["best_val_accuracy"])
     val_curve = np.loadtxt(tiny_project / "reports/train/faces_cnn/plots/metrics/eval/accuracy.tsv", skiprows=1)
@@ -118,8 +118,8 @@ def test_fine_tuning_keeps_batch_norm_in_inference_mode():
     assert not np.allclose(backbone.get_layer("conv2").kernel.numpy(), kernel), "the unfrozen convolution trains"
 
 
-def model_weights(project, name):
-    return [w.numpy() for w in keras.models.load_model(project / "models" / f"{name}.keras", compile=False).weights]
+def model_weights(project, name, seed=5):
+    return [w.numpy() for w in keras.models.load_model(project / "models" / name / f"{seed}.keras", compile=False).weights]
 
 
 @pytest.mark.backends
@@ -127,21 +127,19 @@ def model_weights(project, name):
 def test_same_seed_same_model_other_seed_other_model(tiny_project):
     assert run_stage(train, "digits_cnn") is None
     first_weights, first_report = model_weights(tiny_project, "digits_cnn"), read_train_report(tiny_project, "digits_cnn")
-    first_file = file_sha256(tiny_project / "models/digits_cnn.keras")
+    first_file = file_sha256(tiny_project / "models/digits_cnn/5.keras")
     assert run_stage(train, "digits_cnn") is None
     second_weights, second_report = model_weights(tiny_project, "digits_cnn"), read_train_report(tiny_project, "digits_cnn")
     for a, b in zip(first_weights, second_weights):
         np.testing.assert_array_equal(a, b)
-    assert file_sha256(tiny_project / "models/digits_cnn.keras") == first_file, "same weights, same file bytes"
+    assert file_sha256(tiny_project / "models/digits_cnn/5.keras") == first_file, "same weights, same file bytes"
     for key in ("best_epoch", "best_val_accuracy", "best_val_loss"):
         assert first_report[key] == second_report[key]
 
-    params = load_params()
-    params["seed"] = 6
-    save_params(tiny_project, params)
-    assert run_stage(train, "digits_cnn") is None
-    third_weights = model_weights(tiny_project, "digits_cnn")
+    assert run_stage(train, "digits_cnn", "6") is None, "another training seed: its own model file, beside seed 5's"
+    third_weights, third_report = model_weights(tiny_project, "digits_cnn", 6), read_train_report(tiny_project, "digits_cnn", 6)
     assert not all(np.array_equal(a, b) for a, b in zip(first_weights, third_weights))
+    assert third_report["seed"] == 6 and file_sha256(tiny_project / "models/digits_cnn/5.keras") == first_file
 
 
 def test_balanced_class_weight():
@@ -172,7 +170,7 @@ def test_bad_params_fail_before_training(tiny_project, change, expected):
 
     assert message is not None and message.startswith("train faces_cnn: error:")
     assert expected in message
-    assert not (tiny_project / "models/faces_cnn.keras").exists()
+    assert not (tiny_project / "models/faces_cnn/5.keras").exists()
     assert not (tiny_project / "reports/train/faces_cnn").exists(), "no training started"
 
 

@@ -64,7 +64,7 @@ def load_trained_model(spec):
 
     import keras
 
-    path, mend = spec.model_path, f"run `dvc repro train@{spec.name}`"
+    path, mend = spec.model_path, f"run `dvc repro train@{spec.name}-{spec.seed}`"
     if not path.is_file():
         raise ModelFileError(f"{path} is missing: {mend} first")
     try:
