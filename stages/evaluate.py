@@ -1,17 +1,18 @@
-"""evaluate stage: score one trained model on its dataset's test split.
+"""evaluate stage: score one trained model, of one training seed, on its dataset's test split.
 
-Writes reports/metrics/<model>.json (loss, accuracy, balanced accuracy, per-class and macro
+Writes reports/metrics/<model>/<seed>.json (loss, accuracy, balanced accuracy, per-class and macro
 precision/recall/F1, 95 % intervals, ROC AUC for binary models, inference speed, size) and, under
-reports/eval/<model>/, the data of DVC's plots (predictions.json for the confusion matrix, roc.json and
-precision_recall.json: of the positive class for binary models, micro-averaged otherwise), a
-picture of the misclassified test images, misclassified.png, and Grad-CAM pictures of where the
-model looked: gradcam.png (per class, a test image it got right and one it got wrong, drawn with the
-seed) and gradcam_shared.png (one test image per class drawn with the seed alone, the same for every
-model of the dataset, which compare puts side by side). Each external test set of the dataset is
-scored the same way (`external.<name>` in the metrics; predictions_external.json holds its true and
-predicted class per image, for compare's paired tests; gradcam_external.png shows the images the
-model saw). A dataset with a face step has its external sets scored whole as well, as without the
-step (`external_whole.<name>`), so the report can show what the step changes.
+reports/eval/<model>/<seed>/, the data of DVC's plots (predictions.json: the true and predicted class
+and every class's probability per image, for the confusion matrix and compare's paired tests and
+ensembles; roc.json and precision_recall.json: of the positive class for binary models,
+micro-averaged otherwise), a picture of the misclassified test images, misclassified.png, and
+Grad-CAM pictures of where the model looked: gradcam.png (per class, a test image it got right and
+one it got wrong, drawn with the split seed) and gradcam_shared.png (one test image per class drawn
+with the split seed alone, the same for every model and seed of the dataset, which compare puts side
+by side). Each external test set of the dataset is scored the same way (`external.<name>` in the
+metrics; predictions_external.json holds its per-image rows; gradcam_external.png shows the images
+the model saw). A dataset with a face step has its external sets scored whole as well, as without
+the step (`external_whole.<name>`), so the report can show what the step changes.
 
     python -m stages.evaluate <model> [seed]
 """
@@ -160,7 +161,7 @@ def explanation_sample(actual, predicted, seed):
 
 
 def shared_sample(actual, seed):
-    """One test image per class, drawn with the seed alone: the same images for every model of a dataset."""
+    """One test image per class, drawn with the split seed alone: the same images for every model of a dataset."""
     rng = np.random.default_rng(seed)
     return [int(rng.choice(np.flatnonzero(actual == class_index))) for class_index in np.unique(actual)]
 

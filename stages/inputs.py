@@ -3,7 +3,7 @@
 Batches is a keras.utils.PyDataset: Keras's worker threads read each batch of indices from the
 split's file (StoredImages: one read per run of consecutive rows) while the model trains on the
 batches before it, so a stage holds a few batches, not the split. The order of every epoch is drawn
-from (seed, epoch) alone, when that epoch begins, so a run resumed at epoch k sees exactly the
+from (training seed, epoch) alone, when that epoch begins, so a run resumed at epoch k sees exactly the
 batches an uninterrupted run sees from epoch k on.
 
 Under data-parallel training each process reads only its part of every batch (`shard`): the parts,
@@ -32,7 +32,7 @@ class Shard(NamedTuple):
 
 
 def epoch_order(indices, seed, epoch):
-    """The order in which one epoch visits `indices`: a permutation drawn from (seed, epoch)."""
+    """The order in which one epoch visits `indices`: a permutation drawn from (training seed, epoch)."""
     return np.random.default_rng([seed, epoch]).permutation(np.asarray(indices, dtype=np.int64))
 
 

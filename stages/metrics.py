@@ -146,7 +146,8 @@ SCORES = {"accuracy": lambda actual, predicted, num_classes: np.mean(actual == p
 
 def pooled_intervals(actual, predicted_per_seed, num_classes, seed):
     """{accuracy, balanced_accuracy, macro_f1: {low, high}}: 95 % percentile intervals of each figure's mean
-    over the seeds, from test images resampled with the seed, every seed scored on the same resample.
+    over the training seeds, from test images resampled with `seed`, every training seed's network scored on
+    the same resample.
 
     predicted_per_seed is (seeds, images): one row per training seed of the model. The interval
     covers the spread that the choice of test images brings, with the seeds' own spread averaged in.

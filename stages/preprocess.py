@@ -96,7 +96,7 @@ def preprocess_dataset(spec):
 
 
 def choose_class_files(spec, rng):
-    """The readable files of data/raw/<dataset>/<class>/*, at most max_per_class per class chosen by the seed.
+    """The readable files of data/raw/<dataset>/<class>/*, at most max_per_class per class chosen by the split seed.
 
     Returns the files, their class indices (N,), the files available per class and the skipped
     files. Each file is decoded once here to know that it can be (its pixels are not kept, so memory

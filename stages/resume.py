@@ -1,11 +1,11 @@
 """Resuming an interrupted training run from its last completed epoch.
 
 The train stage talks to one ResumableRun; everything about resuming lives here. After every epoch
-it writes a checkpoint folder, models/resume/<model>/, atomically:
+it writes a checkpoint folder, models/resume/<model>/<seed>/, atomically:
 the model's weights, the random-generator states of layers such as dropout (Keras's weights files
 leave them out), the optimizer's state, the early stopper's best weights, and a JSON record
 of where training stands and of every epoch's logs. The record carries a fingerprint of what the run
-depends on (the model's params, the seed, the training data, the code that builds and trains it,
+depends on (the model's params, the training seed, the training data, the code that builds and trains it,
 the library versions): a checkpoint with another fingerprint is deleted and training starts fresh.
 A finished run deletes its checkpoint.
 """

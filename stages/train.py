@@ -7,8 +7,9 @@ backend that `train.backend` names (stages/backend.py), over several devices and
 `distribution: data_parallel`. Data stream from disk (stages/inputs.py). One run per training
 seed (params.yaml's `seeds`; dvc.yaml's matrix): the seed draws the validation carve, the initial
 weights, the augmentation and the order. Writes models/<model>/<seed>.keras,
-reports/train/<model>/<seed>.json and dvclive's per-epoch curves under reports/train/<model>/<seed>/. A run that is killed resumes from its last completed epoch when it is
-started again with the same settings, data and code (stages/resume.py).
+reports/train/<model>/<seed>.json and dvclive's per-epoch curves under reports/train/<model>/<seed>/.
+A run that is killed resumes from its last completed epoch when it is started again with the same
+settings, data and code (stages/resume.py).
 
 Keras is imported inside the functions: main() sets the backend first.
 
@@ -106,7 +107,7 @@ def configure_runtime(train, seed):
 
 
 def validation_split(labels, fraction, seed):
-    """(training indices, validation indices): a stratified holdout drawn with the seed."""
+    """(training indices, validation indices): a stratified holdout drawn with the training seed."""
     try:
         held_out = stratified_holdout(class_indices(labels), fraction, seed)
     except SplitError as error:
