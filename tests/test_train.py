@@ -24,7 +24,7 @@ def test_train_writes_model_report_and_curves(tiny_project):
     assert report["images_per_second"] > 0 and report["wall_time_seconds"] > 0
     assert report["peak_memory_mib"] > 100, "TensorFlow alone takes more than that"
     for curve in ("train/loss", "eval/loss", "train/accuracy", "eval/accuracy"):
-        lines = (tiny_project / "reports/train/digits_cnn/plots/metrics" / f"{curve}.tsv").read_text().splitlines()
+        lines = (tiny_project / "reports/train/digits_cnn/5/plots/metrics" / f"{curve}.tsv").read_text().splitlines()
         assert len(lines) == 1 + 4, curve  # a header and one row per epoch
 
 
@@ -55,7 +55,7 @@ def test_saved_model_is_the_best_epoch(tiny_project):
     model = keras.models.load_model(tiny_project / "models/faces_cnn/5.keras")
     _, accuracy = model.evaluate(val_images, val_labels, verbose=0)
     assert accuracy == pytest.approx(report["best_val_accuracy"])
-    val_curve = np.loadtxt(tiny_project / "reports/train/faces_cnn/plots/metrics/eval/accuracy.tsv", skiprows=1)
+    val_curve = np.loadtxt(tiny_project / "reports/train/faces_cnn/5/plots/metrics/eval/accuracy.tsv", skiprows=1)
     assert report["best_val_accuracy"] == pytest.approx(val_curve[:, 1].max())
 
 
@@ -66,7 +66,7 @@ def test_fine_tune_runs_a_second_phase(tiny_project):
 
     report = read_train_report(tiny_project, "digits_transfer")
     assert report["epochs_run"] == 2 and report["weights"] == "none"
-    lines = (tiny_project / "reports/train/digits_transfer/plots/metrics/train/loss.tsv").read_text().splitlines()
+    lines = (tiny_project / "reports/train/digits_transfer/5/plots/metrics/train/loss.tsv").read_text().splitlines()
     assert [line.split("\t")[0] for line in lines[1:]] == ["0", "1"], "both phases log to one curve"
 
 
