@@ -92,8 +92,8 @@ def predict(specs, paths, explain_path=None):
             photos = [gradcam.in_photo(entry.photo, entry.face.region if entry.face else
                                        central_square(entry.photo.shape[1], entry.photo.shape[0]), heatmap)
                       for entry, heatmap in zip(inputs, maps)]
-        heading = f"{spec.run_name}: where it looked" + (f" ({len(specs)} seeds averaged: heatmaps of seed {spec.seed})"
-                                                          if len(specs) > 1 else "")
+        heading = (f"{spec.name}, {len(specs)} seeds averaged: seed {spec.seed}'s heatmaps" if len(specs) > 1
+                   else f"{spec.run_name}: where it looked")
         gradcam.plot_explanations(images, maps, titles, heading, explain_path, photos=photos)
     results = []
     for entry, row in zip(inputs, outputs):
