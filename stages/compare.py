@@ -118,9 +118,8 @@ def ensemble_cells(test_set, metrics):
 
 def ensemble_metrics(ensemble, class_names, split_seed):
     """An ensemble's classification metrics on one test set, from its averaged probabilities."""
-    probabilities = ensemble.probabilities[0]
-    return classification_metrics(ensemble.actual, probabilities.argmax(axis=1), class_names,
-                                  positive_scores=probabilities[:, 1], seed=split_seed)
+    return classification_metrics(ensemble.actual, ensemble.predicted[0], class_names,
+                                  positive_scores=ensemble.probabilities[0][:, 1], seed=split_seed)
 
 
 def model_row(seed_specs, split_seed):
@@ -278,11 +277,9 @@ def markdown_table(table, dataset):
             shown[name] = ["" if pd.isna(value) else f"{value:.3f} [{low:.2f}, {high:.2f}]" for value, low, high in
                            zip(table[name], table[f"{name} low"], table[f"{name} high"])]
         name = column(test_set, headline)
-        shown[f"{name}: seeds' sd (range)"] = [
+        shown[f"{name}: seeds' sd (range)"] = [  # ensembles and the baseline have no seeds' spread
             "" if pd.isna(sd) else f"{sd:.3f} ({low:.3f}-{high:.3f})"
-            for sd, low, high in zip(table.get(f"{name} sd", pd.Series([None] * len(table))),
-                                     table.get(f"{name} min", pd.Series([None] * len(table))),
-                                     table.get(f"{name} max", pd.Series([None] * len(table))))]
+            for sd, low, high in zip(table[f"{name} sd"], table[f"{name} min"], table[f"{name} max"])]
     for name in COLUMNS:
         if name in table.columns and table[name].notna().any():
             shown[name] = table[name].map(
@@ -450,8 +447,8 @@ def provenance(params, specs):
     datasets = {spec.dataset.name: spec.dataset.fingerprint or "not pinned" for spec in specs}
     data = ", ".join(f"`{name}` {fingerprint[:19]}…" for name, fingerprint in datasets.items())
     seeds = ", ".join(map(str, training_seeds(params)))
-    return f"split seed {params['split_seed']}, training seeds {seeds}; raw data {data} (`fingerprint` in params.yaml); " \
-           "the settings below"
+    return (f"split seed {params['split_seed']}, training seeds {seeds}; raw data {data} (`fingerprint` in "
+            "params.yaml); the settings below")
 
 
 def settings_line(spec):

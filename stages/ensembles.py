@@ -17,15 +17,12 @@ class EnsembleError(ValueError):
 
 
 class Predictions(NamedTuple):
-    """Networks' answers on one test set: the true class per image, and each network's probabilities."""
+    """Networks' answers on one test set: the true class per image, and each network's class and
+    probabilities per image."""
 
     actual: np.ndarray         # (images,) true class indices
-    probabilities: np.ndarray  # (networks, images, classes)
-
-    @property
-    def predicted(self):
-        """(networks, images): each network's class per image."""
-        return self.probabilities.argmax(axis=-1)
+    predicted: np.ndarray      # (networks, images) each network's class, as evaluate decided it
+    probabilities: np.ndarray  # (networks, images, classes), rounded as evaluate stored them
 
     @property
     def correct_share(self):
@@ -34,7 +31,8 @@ class Predictions(NamedTuple):
 
     def averaged(self):
         """The ensemble of these networks, as Predictions of one network."""
-        return Predictions(self.actual, self.probabilities.mean(axis=0, keepdims=True))
+        probabilities = self.probabilities.mean(axis=0, keepdims=True)
+        return Predictions(self.actual, probabilities.argmax(axis=-1), probabilities)
 
 
 def prediction_file_rows(path, test_set=None):
@@ -55,7 +53,7 @@ def prediction_file_rows(path, test_set=None):
 def read_predictions(eval_dirs, class_names, test_set=None):
     """The Predictions of the networks whose evaluate folders are eval_dirs, on one test set."""
     index = {name: i for i, name in enumerate(class_names)}
-    actual, probabilities = None, []
+    actual, predicted, probabilities = None, [], []
     for eval_dir in eval_dirs:
         name = "predictions.json" if test_set is None else "predictions_external.json"
         rows = prediction_file_rows(Path(eval_dir) / name, test_set)
@@ -64,8 +62,9 @@ def read_predictions(eval_dirs, class_names, test_set=None):
             raise EnsembleError(f"{eval_dir}: scored on other {test_set or 'test'} images than {eval_dirs[0]}; "
                                 "run `dvc repro` so every seed is scored on the same data")
         actual = truth
+        predicted.append([index[row["predicted"]] for row in rows])
         probabilities.append([row["probabilities"] for row in rows])
-    return Predictions(actual, np.asarray(probabilities, dtype=np.float64))
+    return Predictions(actual, np.asarray(predicted, dtype=np.int64), np.asarray(probabilities, dtype=np.float64))
 
 
 def combine(members):
@@ -74,4 +73,6 @@ def combine(members):
     for member in members[1:]:
         if not np.array_equal(member.actual, first):
             raise EnsembleError("the members were scored on different images")
-    return Predictions(first, np.concatenate([member.averaged().probabilities for member in members])).averaged()
+    averaged = [member.averaged() for member in members]
+    return Predictions(first, np.concatenate([member.predicted for member in averaged]),
+                       np.concatenate([member.probabilities for member in averaged])).averaged()
