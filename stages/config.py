@@ -153,8 +153,8 @@ def dataset_spec(params, name):
                                                                            f"{where}.face_detector")
     if crop is not None and face_detector is None:
         raise ParamsError(f"{where}.crop needs {where}.face_detector: the detector's file, mirror and sha256")
-    return DatasetSpec(name, source, classes, test_fraction, image_size, max_per_class, fingerprint, split_seed, external,
-                       headline, crop, face_detector)
+    return DatasetSpec(name, source, classes, test_fraction, image_size, max_per_class, fingerprint, split_seed,
+                       external, headline, crop, face_detector)
 
 
 def _check_crop(crop, where):
@@ -243,7 +243,8 @@ def _check_classes(classes, what, where):
     checked = {}
     for class_name, location in classes.items():
         if what == "label id" and (isinstance(location, bool) or not isinstance(location, int)):
-            raise ParamsError(f"{where}.{class_name} must be the class's integer label id in the HDF5 files, got {location!r}")
+            raise ParamsError(f"{where}.{class_name} must be the class's integer label id in the HDF5 files, "
+                              f"got {location!r}")
         if what == "folder" and not isinstance(location, (str, int)):
             raise ParamsError(f"{where}.{class_name} must be a folder name, got {location!r}")
         checked[str(class_name)] = location if what == "label id" else str(location)
@@ -296,7 +297,8 @@ def _positive_int(value, where):
 def _reject_unknown_keys(block, allowed, where):
     unknown = set(block) - allowed
     if unknown:
-        raise ParamsError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(allowed))}")
+        raise ParamsError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; "
+                          f"allowed: {', '.join(sorted(allowed))}")
 
 
 @dataclass(frozen=True)
@@ -390,7 +392,8 @@ def _check_train(train, where):
     if train["validation_fraction"] >= 1:
         raise ParamsError(f"{field('validation_fraction')} must be below 1, got {train['validation_fraction']!r}")
     if train.get("optimizer") not in OPTIMIZERS:
-        raise ParamsError(f"{field('optimizer')} must be one of {', '.join(OPTIMIZERS)}, got {train.get('optimizer')!r}")
+        raise ParamsError(f"{field('optimizer')} must be one of {', '.join(OPTIMIZERS)}, "
+                          f"got {train.get('optimizer')!r}")
     if train.get("early_stopping_patience") is not None:
         _positive_int(train["early_stopping_patience"], field("early_stopping_patience"))
     if train.get("monitor") not in ("val_loss", "val_accuracy"):

@@ -36,6 +36,7 @@ from stages.plots import image_grid
 log = logging.getLogger("evaluate")
 
 LATENCY_REPEATS = 20
+SPEED_BATCHES = 8
 MAX_MISCLASSIFIED_SHOWN = 24
 
 
@@ -43,26 +44,33 @@ class EvaluateError(RuntimeError):
     """A model that does not fit its data."""
 
 
-def predict_classes(model, images, batch_size):
-    """(probabilities (m, C) for every class, predicted class per image) of a split's StoredImages."""
+def predict_outputs(model, images, batch_size):
+    """The model's outputs (m, units) on a split's StoredImages, in order."""
     from stages.inputs import ordered_batches
 
-    outputs = class_probabilities(model.predict(ordered_batches(images, None, batch_size), verbose=0))
-    return outputs, outputs.argmax(axis=1)
+    return model.predict(ordered_batches(images, None, batch_size), verbose=0)
+
+
+def mean_loss(model, labels, outputs):
+    """The model's loss over a set, from outputs already predicted: model.evaluate's value, without its pass."""
+    import keras
+
+    losses = keras.losses.get(model.loss)(keras.ops.convert_to_tensor(labels), keras.ops.convert_to_tensor(outputs))
+    return float(keras.ops.convert_to_numpy(keras.ops.mean(losses)))
 
 
 def measure_speed(model, images, batch_size):
-    """Batch throughput and per-batch and single-image latency, each after a warm-up pass.
+    """Batch throughput and per-batch and single-image latency, timed after the scoring pass.
 
-    The warm-up pass sees every batch shape, so a backend that compiles per shape (JAX) is timed
-    compiled.
+    Throughput is timed on at most SPEED_BATCHES whole batches: that pass has run the model on their
+    shape already, so a backend that compiles per shape (JAX) is timed compiled.
     """
     from stages.inputs import ordered_batches
 
-    batches = ordered_batches(images, None, batch_size)
-    model.predict(batches, verbose=0)
+    count = min(len(images), SPEED_BATCHES * batch_size)
+    count -= count % batch_size if count >= batch_size else 0
     started = time.perf_counter()
-    model.predict(batches, verbose=0)
+    model.predict(ordered_batches(images, None, batch_size, np.arange(count)), verbose=0)
     batch_seconds = time.perf_counter() - started
     single = images[:1]
     model.predict_on_batch(single)
@@ -71,11 +79,11 @@ def measure_speed(model, images, batch_size):
         started = time.perf_counter()
         model.predict_on_batch(single)
         latencies.append(time.perf_counter() - started)
-    batch_count = int(np.ceil(len(images) / batch_size))
-    return {"images_per_second": round(len(images) / batch_seconds, 1),
+    batch_count = int(np.ceil(count / batch_size))
+    return {"images_per_second": round(count / batch_seconds, 1),
             "batch_latency_ms": round(1000 * batch_seconds / batch_count, 2),
             "single_image_latency_ms": round(1000 * float(np.median(latencies)), 2),
-            "batch_size": batch_size}
+            "batch_size": batch_size, "timed_images": count}
 
 
 def evaluate_model(spec):
@@ -91,15 +99,11 @@ def evaluate_model(spec):
     if model.output_shape[-1] != labels.shape[1]:
         raise EvaluateError(f"{spec.model_path} outputs {model.output_shape[-1]} values per image but "
                             f"{spec.dataset.processed_dir} has labels {labels.shape[1]} wide: retrain the model")
-    from stages.inputs import ordered_batches
-
-    batch_size = spec.train["batch_size"]
-    loss = model.evaluate(ordered_batches(images, labels, batch_size), verbose=0, return_dict=True)["loss"]
     test = score(spec, model, images, labels)
     names = spec.dataset.class_names
     report = {
-        "loss": float(loss), **test.metrics,
-        "inference": measure_speed(model, images, batch_size),
+        **test.metrics,
+        "inference": measure_speed(model, images, spec.train["batch_size"]),
         "size": {"parameter_count": int(model.count_params()), "file_bytes": spec.model_path.stat().st_size},
     }
     scored = {name: score(spec, model, *arrays) for name, arrays in external.items()}
@@ -135,17 +139,20 @@ class Scored(NamedTuple):
 def prediction_rows(scored, class_names):
     """[{actual, predicted, probabilities}] per image, in the set's order: the confusion plot's data, compare's
     paired tests and its seed and dataset ensembles."""
-    return [{"actual": class_names[a], "predicted": class_names[p], "probabilities": [round(float(value), 6) for value in row]}
+    return [{"actual": class_names[a], "predicted": class_names[p],
+             "probabilities": [round(float(value), 6) for value in row]}
             for a, p, row in zip(scored.actual, scored.predicted, scored.probabilities)]
 
 
 def score(spec, model, images, labels):
     """The model's Scored results on a set of test images."""
-    probabilities, predicted = predict_classes(model, images, spec.train["batch_size"])
-    actual = class_indices(labels)
+    outputs = predict_outputs(model, images, spec.train["batch_size"])
+    probabilities, actual = class_probabilities(outputs), class_indices(labels)
+    predicted = probabilities.argmax(axis=1)
     metrics = classification_metrics(actual, predicted, spec.dataset.class_names, positive_scores=probabilities[:, 1],
                                      seed=spec.dataset.split_seed)
-    return Scored({"test_images": int(len(labels)), **metrics}, actual, predicted, probabilities)
+    return Scored({"loss": mean_loss(model, labels, outputs), "test_images": int(len(labels)), **metrics},
+                  actual, predicted, probabilities)
 
 
 def explanation_sample(actual, predicted, seed):
@@ -170,8 +177,8 @@ def explain_external(spec, model, external):
     """gradcam_external.png: per external test set and class, an image the model got right and one it got wrong."""
     shown, maps, titles = [], [], []
     for set_name, (images, actual, predicted) in external.items():
-        set_images, set_maps, set_titles = heatmaps_and_titles(
-            spec, model, images, actual, explanation_sample(actual, predicted, spec.dataset.split_seed), f"{set_name}: ")
+        sample = explanation_sample(actual, predicted, spec.dataset.split_seed)
+        set_images, set_maps, set_titles = heatmaps_and_titles(spec, model, images, actual, sample, f"{set_name}: ")
         shown, maps, titles = shown + set_images, maps + set_maps, titles + set_titles
     heading = (f"{spec.run_name}: where it looked on the external test sets" if external
                else f"{spec.run_name}: no external test sets for {spec.dataset.name}")

@@ -59,18 +59,9 @@ def wilson_interval(successes, trials):
 
 
 def bootstrap_intervals(actual, predicted, num_classes, seed):
-    """{balanced_accuracy, macro_f1: {low, high}}: percentile intervals over test images resampled with the seed."""
-    def statistic(actual_sample, predicted_sample, axis=-1):  # a batch of resamples at once: one row each
-        return np.array([balanced_accuracy(actual_sample, predicted_sample, num_classes),
-                         macro_f1(actual_sample, predicted_sample, num_classes)])
-
-    result = stats.bootstrap((np.asarray(actual), np.asarray(predicted)), statistic, paired=True, vectorized=True,
-                             n_resamples=BOOTSTRAP_RESAMPLES, batch=BOOTSTRAP_BATCH, confidence_level=CONFIDENCE,
-                             method="percentile",
-                             random_state=np.random.default_rng(seed))
-    low, high = result.confidence_interval
-    return {name: {"low": float(low[i]), "high": float(high[i])}
-            for i, name in enumerate(("balanced_accuracy", "macro_f1"))}
+    """{balanced_accuracy, macro_f1: {low, high}} of one network: the pooled intervals of a single seed."""
+    intervals = pooled_intervals(actual, np.asarray(predicted)[None], num_classes, seed)
+    return {name: intervals[name] for name in ("balanced_accuracy", "macro_f1")}
 
 
 def classification_metrics(actual, predicted, class_names, positive_scores=None, seed=0):

@@ -7,7 +7,7 @@ import pytest
 
 from stages.data import StoredImages, read_split, save_split
 from stages.images import to_unit_range
-from stages.inputs import Shard, epoch_order, ordered_batches, steps_per_epoch, training_batches
+from stages.inputs import PARALLEL_READS, THREADED_MIN_BATCHES, Shard, epoch_order, ordered_batches, training_batches
 
 pytestmark = pytest.mark.backends  # run again on JAX by the README's second pass
 
@@ -78,11 +78,14 @@ def test_epoch_order_is_a_permutation_drawn_from_seed_and_epoch():
 def test_training_batches_visit_each_epoch_in_its_order_with_matching_labels(images):
     batches = training_batches(images, LABELS, INDICES, batch_size=3, seed=3, first_epoch=0)
     seen = batch_indices(batches, epochs=2)
-    assert len(seen) == 2 * steps_per_epoch(len(INDICES), 3) == 6
+    assert len(seen) == 2 * (len(INDICES) // 3) == 4
     for epoch in range(2):
-        epoch_batches = seen[3 * epoch: 3 * epoch + 3]
-        assert [len(batch) for batch in epoch_batches] == [3, 3, 1]
-        assert sum(epoch_batches, []) == list(epoch_order(INDICES, 3, epoch))
+        epoch_batches = seen[2 * epoch: 2 * epoch + 2]
+        assert [len(batch) for batch in epoch_batches] == [3, 3]  # whole batches: one image left out
+        assert sum(epoch_batches, []) == list(epoch_order(INDICES, 3, epoch))[:6]
+    epochs = batch_indices(training_batches(images, LABELS, INDICES, 3, seed=3, first_epoch=0), epochs=5)
+    left_out = {(set(INDICES.tolist()) - set(epochs[2 * epoch] + epochs[2 * epoch + 1])).pop() for epoch in range(5)}
+    assert len(left_out) > 1  # epochs leave out different images
     for batch_images, batch_labels in fit_batches(training_batches(images, LABELS, INDICES, 3, seed=3, first_epoch=0)):
         indices = np.round(batch_images[:, 0, 0, 0] * 255).astype(int)
         np.testing.assert_array_equal(batch_images, to_unit_range(PIXELS[indices]))
@@ -92,18 +95,27 @@ def test_training_batches_visit_each_epoch_in_its_order_with_matching_labels(ima
 def test_a_resumed_run_sees_the_batches_of_an_uninterrupted_one(images):
     whole = batch_indices(training_batches(images, LABELS, INDICES, 3, seed=5, first_epoch=0), epochs=4)
     from_epoch_2 = batch_indices(training_batches(images, LABELS, INDICES, 3, seed=5, first_epoch=2), epochs=2)
-    assert from_epoch_2 == whole[6:]
+    assert from_epoch_2 == whole[4:]
 
 
 def test_each_process_reads_its_part_of_every_batch_and_the_parts_make_the_whole(images):
-    whole = batch_indices(training_batches(images, LABELS, INDICES, 4, seed=2, first_epoch=0, multiple=2), epochs=2)
-    parts = [batch_indices(training_batches(images, LABELS, INDICES, 4, seed=2, first_epoch=0, shard=Shard(index, 2),
+    whole = batch_indices(training_batches(images, LABELS, INDICES, 2, seed=2, first_epoch=0, multiple=2), epochs=2)
+    parts = [batch_indices(training_batches(images, LABELS, INDICES, 2, seed=2, first_epoch=0, shard=Shard(index, 2),
                                             multiple=2), epochs=2) for index in range(2)]
-    assert [len(batch) for batch in whole] == [4, 2] * 2  # 7 images: the last batch cut to a multiple of 2
+    assert [len(batch) for batch in whole] == [2, 2, 2] * 2  # 7 images: whole batches of 2
     assert [first + second for first, second in zip(*parts)] == whole
-    assert whole[:2] != whole[2:]  # each epoch cuts another image
+
+
+def test_a_set_smaller_than_a_batch_is_one_batch_cut_to_a_multiple_of_the_devices(images):
+    batches = batch_indices(training_batches(images, LABELS, INDICES, 8, seed=2, first_epoch=0, multiple=2), epochs=1)
+    assert [len(batch) for batch in batches] == [6]
     with pytest.raises(ValueError, match="a batch of 3 images does not split evenly over 2 processes"):
         training_batches(images, LABELS, INDICES, 3, seed=2, first_epoch=0, shard=Shard(0, 2))[0]
+
+
+def test_short_passes_are_read_in_the_training_thread_and_long_ones_by_keras_workers(images):
+    assert ordered_batches(images, LABELS, 1, indices=np.arange(THREADED_MIN_BATCHES - 1) % 7).workers == 1
+    assert ordered_batches(images, LABELS, 1, indices=np.arange(THREADED_MIN_BATCHES) % 7).workers == PARALLEL_READS
 
 
 def test_ordered_batches_keep_index_order(images):

@@ -111,6 +111,7 @@ def test_bootstrap_is_seeded_and_brackets_the_estimate():
     for key, point in (("balanced_accuracy", metrics["balanced_accuracy"]), ("macro_f1", metrics["macro"]["f1"])):
         assert first[key]["low"] < point < first[key]["high"] and first[key]["high"] - first[key]["low"] < 0.5
     assert metrics["ci95"]["balanced_accuracy"] == first["balanced_accuracy"]
+    assert first["macro_f1"] == pooled_intervals(actual, predicted[None], 3, seed=1)["macro_f1"]  # one resampling
     assert metrics["ci95"]["accuracy"] == wilson_interval(np.sum(actual == predicted), 60)
 
 

@@ -7,7 +7,9 @@ from stages.models.heads import classifier_output
 
 
 def build_signs_cnn(input_shape, num_classes, filters=(8, 16), augmentation=None):
-    """Conv 4x4 -> ReLU -> MaxPool 8/8 -> Conv 2x2 -> ReLU -> MaxPool 4/4 -> Flatten -> Dense: 1,310 params for 6 classes."""
+    """Conv 4x4 -> ReLU -> MaxPool 8/8 -> Conv 2x2 -> ReLU -> MaxPool 4/4 -> Flatten -> Dense.
+
+    1,310 parameters for 6 classes."""
     images = keras.Input(shape=input_shape, name="images")
     x = augment(images, augmentation)
     x = keras.layers.Conv2D(filters[0], 4, padding="same", name="conv1")(x)
