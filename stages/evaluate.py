@@ -65,10 +65,9 @@ def measure_speed(model, images, batch_size):
     Throughput is timed on at most SPEED_BATCHES whole batches: that pass has run the model on their
     shape already, so a backend that compiles per shape (JAX) is timed compiled.
     """
-    from stages.inputs import ordered_batches
+    from stages.inputs import ordered_batches, whole_batches
 
-    count = min(len(images), SPEED_BATCHES * batch_size)
-    count -= count % batch_size if count >= batch_size else 0
+    count = whole_batches(min(len(images), SPEED_BATCHES * batch_size), batch_size)
     started = time.perf_counter()
     model.predict(ordered_batches(images, None, batch_size, np.arange(count)), verbose=0)
     batch_seconds = time.perf_counter() - started

@@ -85,15 +85,18 @@ class Batches(keras.utils.PyDataset):
         self.indices = self.order(self.epoch)
 
 
+def whole_batches(count, batch_size, multiple=1):
+    """How many of `count` images fill whole batches; a set smaller than one batch is one batch, cut to
+    a multiple of `multiple` (the devices a data-parallel run splits every batch over)."""
+    return count - count % batch_size if count >= batch_size else count - count % multiple
+
+
 def training_batches(images, labels, indices, batch_size, seed, first_epoch, shard=Shard(), multiple=1):
     """Shuffled (images, labels) batches, epoch after epoch from first_epoch, in each epoch's own order.
 
-    Each epoch holds whole batches: the fewer than batch_size images left over are left out, others
-    each epoch. A set smaller than one batch is one batch, cut to a multiple of `multiple` (the devices
-    a data-parallel run splits every batch over).
+    Each epoch holds whole batches (whole_batches): the images left over are left out, others each epoch.
     """
-    count = len(indices)
-    usable = count - count % batch_size if count >= batch_size else count - count % multiple
+    usable = whole_batches(len(indices), batch_size, multiple)
     return Batches(images, labels, batch_size, lambda epoch: epoch_order(indices, seed, epoch)[:usable],
                    first_epoch, shard)
 

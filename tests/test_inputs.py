@@ -7,7 +7,8 @@ import pytest
 
 from stages.data import StoredImages, read_split, save_split
 from stages.images import to_unit_range
-from stages.inputs import PARALLEL_READS, THREADED_MIN_BATCHES, Shard, epoch_order, ordered_batches, training_batches
+from stages.inputs import (PARALLEL_READS, THREADED_MIN_BATCHES, Shard, epoch_order, ordered_batches, training_batches,
+                           whole_batches)
 
 pytestmark = pytest.mark.backends  # run again on JAX by the README's second pass
 
@@ -104,13 +105,14 @@ def test_each_process_reads_its_part_of_every_batch_and_the_parts_make_the_whole
                                             multiple=2), epochs=2) for index in range(2)]
     assert [len(batch) for batch in whole] == [2, 2, 2] * 2  # 7 images: whole batches of 2
     assert [first + second for first, second in zip(*parts)] == whole
+    with pytest.raises(ValueError, match="a batch of 3 images does not split evenly over 2 processes"):
+        training_batches(images, LABELS, INDICES, 3, seed=2, first_epoch=0, shard=Shard(0, 2))[0]
 
 
 def test_a_set_smaller_than_a_batch_is_one_batch_cut_to_a_multiple_of_the_devices(images):
     batches = batch_indices(training_batches(images, LABELS, INDICES, 8, seed=2, first_epoch=0, multiple=2), epochs=1)
     assert [len(batch) for batch in batches] == [6]
-    with pytest.raises(ValueError, match="a batch of 3 images does not split evenly over 2 processes"):
-        training_batches(images, LABELS, INDICES, 3, seed=2, first_epoch=0, shard=Shard(0, 2))[0]
+    assert whole_batches(7, 8) == 7 and whole_batches(20, 8) == 16  # one device: the set, or whole batches
 
 
 def test_short_passes_are_read_in_the_training_thread_and_long_ones_by_keras_workers(images):
