@@ -358,6 +358,9 @@ def markdown(results):
     for part, rows in (("speed", speed_rows), ("scale", scale_rows)):
         if results.get(part):
             tables[part] = table(rows(results[part]))
+    tables["speed_runs"] = "\n".join(
+        f"- {backend}: measured at commit {run['commit']} on {run['date']}, {run['epochs']} epochs, {run['repeats']} "
+        f"run{'s' if run['repeats'] != 1 else ''} per side" for backend, run in results.get("speed_runs", {}).items())
     tables["backends"] = table(backend_rows(results["speed"])) if list(backend_rows(results.get("speed") or {})) else ""
     if results.get("variants"):
         tables["variants"] = "\n\n".join(table(variant_rows(run)) for run in results["variants"].values())
@@ -378,7 +381,10 @@ def earlier_results(path):
         earlier["speed"] = {"tensorflow": earlier["speed"]}
     if "models" in (earlier.get("variants") or {}):
         earlier["variants"] = {earlier["variants"]["machine"]["backend"]: earlier["variants"]}
-    return {**{key: earlier[key] for key in (*PARTS, "peak", "epochs", "repeats") if key in earlier},
+    if "speed" in earlier and "speed_runs" not in earlier:  # before each backend's run was stamped on its own
+        earlier["speed_runs"] = {backend: {**earlier.get("parts", {}).get("speed", {}), "epochs": earlier.get("epochs"),
+                                           "repeats": earlier.get("repeats")} for backend in earlier["speed"]}
+    return {**{key: earlier[key] for key in (*PARTS, "peak", "speed_runs") if key in earlier},
             "parts": {part: when for part, when in earlier.get("parts", {}).items() if part in earlier}}
 
 
@@ -395,7 +401,8 @@ def main(argv=None):
     parser.add_argument("--models", help="comma-separated models to time (default: all in params.yaml)")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per training-speed run (default 3)")
     parser.add_argument("--repeats", type=int, default=2, help="runs of our stage and of plain Keras per model (default 2)")
-    parser.add_argument("--backends", default="tensorflow,jax", help="speed: Keras backends to time (default both)")
+    parser.add_argument("--backends", default="tensorflow,jax", help="speed: Keras backends to time (default both; "
+                        "the others' earlier figures are kept)")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"of {', '.join(VARIANTS)} (default all)")
     parser.add_argument("--variant-images", type=int, default=512, help="random images per variant epoch (default 512)")
     parser.add_argument("--variant-batch-size", type=int, help="variants: this batch size instead of each model's")
@@ -409,7 +416,8 @@ def main(argv=None):
     logging.getLogger("jax").setLevel(logging.WARNING)  # its INFO line for each accelerator it does not find
     if args.baseline:
         return keras_baseline(args.baseline)
-    parts, variants, params = args.parts.split(","), args.variants.split(","), load_params()
+    parts, variants, backends, params = (args.parts.split(","), args.variants.split(","), args.backends.split(","),
+                                         load_params())
     for unknown, known in ((set(parts) - set(PARTS), PARTS), (set(variants) - set(VARIANTS), VARIANTS)):
         if unknown:
             parser.error(f"unknown {sorted(unknown)}; known: {', '.join(known)}")
@@ -425,15 +433,18 @@ def main(argv=None):
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
                             text=True).stdout.strip() or "unknown"
     with tempfile.TemporaryDirectory(prefix="benchmark-") as workdir:
-        measures = {"speed": lambda: {backend: training_speed(params, models, args.epochs, args.repeats, Path(workdir),
-                                                              backend) for backend in args.backends.split(",")},
+        measures = {"speed": lambda: {**(results.get("speed") or {}), **{backend: training_speed(
+                        params, models, args.epochs, args.repeats, Path(workdir), backend) for backend in backends}},
                     "variants": lambda: {**(results.get("variants") or {}), os.environ.get("KERAS_BACKEND", "tensorflow"):
                                          variant_speeds(models, variants, args.variant_images, 2, args.budget_seconds,
                                                        args.variant_batch_size)},
                     "scale": lambda: {f"{f}x": scale_run(params, int(f), Path(workdir)) for f in args.scale_factors.split(",")},
                     "queue": lambda: queue_timing(params, SCALE_MODEL, args.epochs), "noop": noop_repro}
         if "speed" in parts:
-            results.update(peak=backend_speed.matmul_peak("float32", 2048, 20), epochs=args.epochs, repeats=args.repeats)
+            results["peak"] = backend_speed.matmul_peak("float32", 2048, 20)
+            results["speed_runs"] = {**results.get("speed_runs", {}), **{backend: {
+                "commit": commit, "date": time.strftime("%Y-%m-%d"), "epochs": args.epochs, "repeats": args.repeats}
+                for backend in backends}}
         for part in parts:
             results[part] = measures[part]()
             results["parts"][part] = {"commit": commit, "date": time.strftime("%Y-%m-%d")}

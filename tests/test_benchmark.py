@@ -23,11 +23,19 @@ def run_module(module, *args, cwd, env=None):
 @pytest.mark.slow
 def test_speed_and_variants_parts_compare_our_stage_with_plain_keras(tiny_project):
     backend = "jax" if on_jax() else "tensorflow"  # each test pass times its own backend
+    other = {"jax": "tensorflow", "tensorflow": "jax"}[backend]
+    side = {"images_per_second": 10.0, "steady_images_per_second": 12.0, "peak_rss_mib": 900.0, "training_peak_rss_mib": 800.0}
+    earlier = {"batch_size": 8, "ours": side, "keras": side, "ratio": 1.0, "steady_ratio": 1.0, "ratio_range": [1.0, 1.0]}
+    (tiny_project / "out").mkdir()
+    (tiny_project / "out/bench.json").write_text(json.dumps({
+        "parts": {"speed": {"commit": "abc1234", "date": "2026-01-01"}}, "speed": {other: {"digits_cnn": earlier}},
+        "speed_runs": {other: {"commit": "abc1234", "date": "2026-01-01", "epochs": 3, "repeats": 2}}}))
     run_module("benchmarks.benchmark", "--models", "digits_cnn", "--epochs", "2", "--repeats", "1", "--variant-images",
                "16", "--parts", "speed,variants", "--backends", backend, "--output", "out/bench", cwd=tiny_project)
 
     results = json.loads((tiny_project / "out/bench.json").read_text())
-    assert set(results["speed"]) == {backend}
+    assert results["speed"][other] == {"digits_cnn": earlier}, "the backend not timed now keeps its figures"
+    assert results["speed_runs"][other]["commit"] == "abc1234" and results["speed_runs"][backend]["repeats"] == 1
     entry = results["speed"][backend]["digits_cnn"]
     assert entry["ours"]["runs"][0]["images_per_second"] > 0
     assert len(entry["ours"]["runs"]) == len(entry["keras"]["runs"]) == 1
@@ -46,7 +54,10 @@ def test_speed_and_variants_parts_compare_our_stage_with_plain_keras(tiny_projec
     cells = next(row for row in rows if row[:2] == [backend, "digits_cnn"])  # cells padded to their column's width
     assert cells[:4] == [backend, "digits_cnn", "8", f"{entry['ours']['images_per_second']:.0f}"]
     assert f"{entry['ours']['training_peak_rss_mib']:.0f} / {entry['ours']['peak_rss_mib']:.0f}" in cells
-    assert "## Precision and XLA" in report and report.count("Measured at commit") == 2
+    assert "## Precision and XLA" in report and report.count("Measured at commit") == 1, "variants' stamp"
+    assert f"- {other}: measured at commit abc1234 on 2026-01-01, 3 epochs, 2 runs per side" in report
+    assert f"- {backend}: measured at commit " in report and "2 epochs, 1 run per side" in report
+    assert "## JAX against TensorFlow" in report, "both backends' figures, one timed now"
     assert set(results["parts"]) == {"speed", "variants"}
     assert not (tiny_project / "models").exists(), "the runs happen in scratch folders, not in the project"
 
@@ -165,6 +176,7 @@ def test_figures_from_before_both_backends_were_timed_read_as_tensorflow_s(tmp_p
                                 "variants": {"machine": {"backend": "tensorflow"}, "models": {}}}))
     earlier = benchmark.earlier_results(path)
     assert earlier["speed"] == {"tensorflow": {"m": {"ours": {}, "keras": {}}}}
+    assert earlier["speed_runs"] == {"tensorflow": {"epochs": None, "repeats": None}}
     assert earlier["variants"] == {"tensorflow": {"machine": {"backend": "tensorflow"}, "models": {}}}
 
 
@@ -203,3 +215,11 @@ def test_peak_memory_is_the_childs_own_not_the_benchmarks(tmp_path):
     assert small < 100, "a bare interpreter"
     assert 200 < large < 300
     del ballast
+
+
+def test_a_speed_part_stamped_as_a_whole_gives_each_backend_its_stamp(tmp_path):
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps({"parts": {"speed": {"commit": "abc", "date": "2026-01-01"}}, "epochs": 3, "repeats": 1,
+                                "speed": {"tensorflow": {}, "jax": {}}}))
+    stamp = {"commit": "abc", "date": "2026-01-01", "epochs": 3, "repeats": 1}
+    assert benchmark.earlier_results(path)["speed_runs"] == {"tensorflow": stamp, "jax": stamp}
