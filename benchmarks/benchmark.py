@@ -361,7 +361,9 @@ def markdown(results):
     tables["speed_runs"] = "\n".join(
         f"- {backend}: measured at commit {run['commit']} on {run['date']}, {run['epochs']} epochs, {run['repeats']} "
         f"run{'s' if run['repeats'] != 1 else ''} per side" for backend, run in results.get("speed_runs", {}).items())
-    tables["backends"] = table(backend_rows(results["speed"])) if list(backend_rows(results.get("speed") or {})) else ""
+    together = results.get("backend_ratios")
+    tables["backends"] = (f"Measured together at commit {together['commit']} on {together['date']}.\n\n"
+                          + table(together["rows"])) if together else ""
     if results.get("variants"):
         tables["variants"] = "\n\n".join(table(variant_rows(run)) for run in results["variants"].values())
     shown = {part for part in PARTS if results.get(part)} | {part for part in ("flops", "gpu", "backends")
@@ -382,9 +384,11 @@ def earlier_results(path):
     if "models" in (earlier.get("variants") or {}):
         earlier["variants"] = {earlier["variants"]["machine"]["backend"]: earlier["variants"]}
     if "speed" in earlier and "speed_runs" not in earlier:  # before each backend's run was stamped on its own
+        if list(backend_rows(earlier["speed"])):
+            earlier["backend_ratios"] = {**earlier.get("parts", {}).get("speed", {}), "rows": list(backend_rows(earlier["speed"]))}
         earlier["speed_runs"] = {backend: {**earlier.get("parts", {}).get("speed", {}), "epochs": earlier.get("epochs"),
                                            "repeats": earlier.get("repeats")} for backend in earlier["speed"]}
-    return {**{key: earlier[key] for key in (*PARTS, "peak", "speed_runs") if key in earlier},
+    return {**{key: earlier[key] for key in (*PARTS, "peak", "speed_runs", "backend_ratios") if key in earlier},
             "parts": {part: when for part, when in earlier.get("parts", {}).items() if part in earlier}}
 
 
@@ -448,6 +452,8 @@ def main(argv=None):
         for part in parts:
             results[part] = measures[part]()
             results["parts"][part] = {"commit": commit, "date": time.strftime("%Y-%m-%d")}
+            if part == "speed" and {"tensorflow", "jax"} <= set(backends):  # backends compared within one run only
+                results["backend_ratios"] = {**results["parts"][part], "rows": list(backend_rows(results["speed"]))}
             write_report(output, results)  # each part is kept as soon as it is measured
 
 
