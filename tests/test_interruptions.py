@@ -161,6 +161,17 @@ def test_checkpoint_holds_the_values_of_its_epoch_not_later_ones(tmp_path):
     assert all(np.array_equal(before, after) for before, after in zip(saved, written))
 
 
+def test_checkpoint_arrays_read_back_with_their_dtypes_shapes_and_values(tmp_path):
+    arrays = [np.arange(12, dtype=np.float32).reshape(3, 4), np.int64(7), np.zeros((0, 5), np.float16),
+              np.array([True, False]), np.arange(6, dtype=np.uint8).reshape(2, 3)[:, ::2]]  # the last not contiguous
+    resume.save_arrays(tmp_path / "arrays.npy", arrays)
+    read = resume.load_arrays(tmp_path / "arrays.npy")
+    assert len(read) == len(arrays)
+    for written, back in zip(arrays, read):
+        assert back.dtype == np.asarray(written).dtype and back.shape == np.shape(written)
+        assert np.array_equal(back, written)
+
+
 @pytest.mark.slow
 def test_unreadable_checkpoint_starts_fresh(tiny_project, caplog):
     train_killed_after(tiny_project, "digits_cnn", 1)
