@@ -22,6 +22,9 @@ from stages.files import file_sha256
 # YuNet's own post-processing: boxes overlapping more than this are one face; at most this many faces.
 NMS_THRESHOLD = 0.3
 MAX_FACES = 50
+# The pinned OpenCV is in requirements-common.txt, which the TensorFlow, JAX and GPU files all include:
+# naming requirements.txt would send a JAX user to install TensorFlow.
+INSTALL_OPENCV = "pip install -r requirements-common.txt (the pinned opencv-python-headless)"
 
 
 class FaceStepError(RuntimeError):
@@ -119,10 +122,10 @@ def load_detector(path, sha256, min_score, fetch="run the download stage"):
     try:
         import cv2
     except ImportError as error:
-        raise FaceStepError(f"the face step needs OpenCV ({error}): pip install -r requirements.txt") from error
+        raise FaceStepError(f"the face step needs OpenCV ({error}): {INSTALL_OPENCV}") from error
     if not hasattr(cv2, "FaceDetectorYN"):
         raise FaceStepError(f"OpenCV {cv2.__version__} has no FaceDetectorYN (YuNet needs OpenCV 4.8 or later): "
-                            "pip install -r requirements.txt")
+                            f"{INSTALL_OPENCV}")
     try:
         return cv2.FaceDetectorYN.create(str(path), "", (320, 320), min_score, NMS_THRESHOLD, MAX_FACES)
     except cv2.error as error:

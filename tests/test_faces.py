@@ -3,6 +3,7 @@
 import hashlib
 import json
 import re
+import sys
 
 import numpy as np
 import pytest
@@ -125,7 +126,16 @@ def test_an_opencv_without_yunet_is_named(tmp_path, monkeypatch):
     monkeypatch.delattr(cv2, "FaceDetectorYN")
     path = tmp_path / "yunet.onnx"
     path.write_bytes(b"whatever")
-    with pytest.raises(FaceStepError, match=f"OpenCV {cv2.__version__} has no FaceDetectorYN"):
+    with pytest.raises(FaceStepError, match=f"OpenCV {cv2.__version__} has no FaceDetectorYN") as raised:
+        FaceStep(CROP, path)
+    assert "pip install -r requirements-common.txt" in str(raised.value), "a mend that installs no backend"
+
+
+def test_a_missing_opencv_is_named_with_a_mend_for_every_backend(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "cv2", None)  # import cv2 then raises ImportError
+    path = tmp_path / "yunet.onnx"
+    path.write_bytes(b"whatever")
+    with pytest.raises(FaceStepError, match="the face step needs OpenCV .*pip install -r requirements-common.txt"):
         FaceStep(CROP, path)
 
 
