@@ -384,10 +384,11 @@ def earlier_results(path):
     if "models" in (earlier.get("variants") or {}):
         earlier["variants"] = {earlier["variants"]["machine"]["backend"]: earlier["variants"]}
     if "speed" in earlier and "speed_runs" not in earlier:  # before each backend's run was stamped on its own
-        if list(backend_rows(earlier["speed"])):
-            earlier["backend_ratios"] = {**earlier.get("parts", {}).get("speed", {}), "rows": list(backend_rows(earlier["speed"]))}
-        earlier["speed_runs"] = {backend: {**earlier.get("parts", {}).get("speed", {}), "epochs": earlier.get("epochs"),
-                                           "repeats": earlier.get("repeats")} for backend in earlier["speed"]}
+        stamp, rows = earlier.get("parts", {}).get("speed", {}), list(backend_rows(earlier["speed"]))
+        if rows:
+            earlier["backend_ratios"] = {**stamp, "rows": rows}
+        earlier["speed_runs"] = {backend: {**stamp, "epochs": earlier.get("epochs"), "repeats": earlier.get("repeats")}
+                                 for backend in earlier["speed"]}
     return {**{key: earlier[key] for key in (*PARTS, "peak", "speed_runs", "backend_ratios") if key in earlier},
             "parts": {part: when for part, when in earlier.get("parts", {}).items() if part in earlier}}
 
@@ -446,14 +447,14 @@ def main(argv=None):
                     "queue": lambda: queue_timing(params, SCALE_MODEL, args.epochs), "noop": noop_repro}
         if "speed" in parts:
             results["peak"] = backend_speed.matmul_peak("float32", 2048, 20)
-            results["speed_runs"] = {**results.get("speed_runs", {}), **{backend: {
-                "commit": commit, "date": time.strftime("%Y-%m-%d"), "epochs": args.epochs, "repeats": args.repeats}
-                for backend in backends}}
         for part in parts:
             results[part] = measures[part]()
-            results["parts"][part] = {"commit": commit, "date": time.strftime("%Y-%m-%d")}
-            if part == "speed" and {"tensorflow", "jax"} <= set(backends):  # backends compared within one run only
-                results["backend_ratios"] = {**results["parts"][part], "rows": list(backend_rows(results["speed"]))}
+            stamp = results["parts"][part] = {"commit": commit, "date": time.strftime("%Y-%m-%d")}
+            if part == "speed":  # each backend keeps its own stamp; backends compare within one run only
+                results["speed_runs"] = {**results.get("speed_runs", {}), **{
+                    backend: {**stamp, "epochs": args.epochs, "repeats": args.repeats} for backend in backends}}
+                if {"tensorflow", "jax"} <= set(backends):
+                    results["backend_ratios"] = {**stamp, "rows": list(backend_rows(results["speed"]))}
             write_report(output, results)  # each part is kept as soon as it is measured
 
 
