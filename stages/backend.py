@@ -49,16 +49,22 @@ def versions():
     return {"keras": keras.__version__, name: backend.__version__}
 
 
-def host_copy(variable):
-    """A NumPy copy of a Keras variable's value; under data parallel over processes, this process's replica."""
+def host_copy(variable, out=None):
+    """A NumPy copy of a Keras variable's value, into `out` when given (an array of its shape and dtype);
+    under data parallel over processes, this process's replica."""
     import numpy as np
 
     value = variable.value
     if getattr(value, "is_fully_addressable", True) is False:  # a JAX array that spans processes
-        return np.array(value.addressable_data(0))
-    # variable.numpy() then a copy: np.array(variable) takes Keras's slow conversion path on TensorFlow,
-    # 0.8 s against 0.06 s for ResNet50's 270 MiB of weights and optimizer state, every epoch.
-    return np.array(variable.numpy())
+        value = np.asarray(value.addressable_data(0))
+    else:
+        # variable.numpy(), not np.array(variable): that takes Keras's slow conversion path on TensorFlow,
+        # 0.8 s against 0.06 s for ResNet50's 270 MiB of weights and optimizer state, every epoch.
+        value = variable.numpy()
+    if out is None:
+        return np.array(value)
+    np.copyto(out, value)
+    return out
 
 
 def gpu_names():

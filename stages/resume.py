@@ -97,6 +97,7 @@ class Checkpoint:
         self.writes = writes
         self.writer = None
         self.write_error = None
+        self.snapshot = None  # the arrays the last save copied into, reused once its write is done
 
     def load(self):
         """The saved TrainingState if it belongs to this run; a stale or unreadable one is deleted."""
@@ -120,11 +121,20 @@ class Checkpoint:
         if not self.writes:
             return
         self.wait()
-        values = [host_copy(variable) for variable in training_variables(model)]
+        values = self._snapshot(training_variables(model))
         best = None if best_weights is None else list(best_weights)  # the stopper replaces, never mutates, it
         record = json.dumps(asdict(state))
         self.writer = threading.Thread(target=self._write, args=(record, values, best), daemon=True)
         self.writer.start()
+
+    def _snapshot(self, variables):
+        """The variables' values, copied into the arrays of the previous snapshot where they fit: a fresh
+        270 MiB for ResNet50 each epoch cost 0.3-0.8 s of page faults in the training thread."""
+        previous = self.snapshot or []
+        if [(a.shape, str(a.dtype)) for a in previous] != [(tuple(v.shape), v.dtype) for v in variables]:
+            previous = [None] * len(variables)  # the first epoch, or a new phase's optimizer
+        self.snapshot = [host_copy(variable, out=array) for variable, array in zip(variables, previous)]
+        return self.snapshot
 
     def _write(self, record, values, best):
         try:

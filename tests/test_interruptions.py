@@ -161,6 +161,35 @@ def test_checkpoint_holds_the_values_of_its_epoch_not_later_ones(tmp_path):
     assert all(np.array_equal(before, after) for before, after in zip(saved, written))
 
 
+@pytest.mark.backends
+def test_later_checkpoints_write_their_own_epochs_values_into_the_reused_arrays(tmp_path):
+    """Each save copies into the arrays of the one before (no fresh memory each epoch); a new phase's
+    optimizer, with other variables, gets arrays of its own."""
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer="adam", loss="mse")
+    model.optimizer.build(model.trainable_variables)
+    checkpoint = resume.Checkpoint(tmp_path / "resume", "fingerprint")
+    checkpoint.save(resume.TrainingState("fingerprint"), model, None)
+    first = checkpoint.snapshot
+    for variable in model.weights:
+        variable.assign(variable.numpy() * 2.0 + 3.0)
+    model.optimizer.iterations.assign(5)
+    expected = [np.array(variable.numpy()) for variable in resume.training_variables(model)]
+    checkpoint.save(resume.TrainingState("fingerprint"), model, None)
+    checkpoint.wait()
+    assert all(now is before for now, before in zip(checkpoint.snapshot, first))
+    written = resume.load_arrays(tmp_path / "resume" / resume.VARIABLES_FILE)
+    assert all(np.array_equal(value, back) for value, back in zip(expected, written, strict=True))
+
+    model.compile(optimizer="sgd", loss="mse")  # a new phase: other optimizer variables
+    model.optimizer.build(model.trainable_variables)
+    checkpoint.save(resume.TrainingState("fingerprint"), model, None)
+    checkpoint.wait()
+    written = resume.load_arrays(tmp_path / "resume" / resume.VARIABLES_FILE)
+    expected = [np.array(variable.numpy()) for variable in resume.training_variables(model)]
+    assert all(np.array_equal(value, back) for value, back in zip(expected, written, strict=True))
+
+
 def test_checkpoint_arrays_read_back_with_their_dtypes_shapes_and_values(tmp_path):
     arrays = [np.arange(12, dtype=np.float32).reshape(3, 4), np.int64(7), np.zeros((0, 5), np.float16),
               np.array([True, False]), np.arange(6, dtype=np.uint8).reshape(2, 3)[:, ::2]]  # the last not contiguous
