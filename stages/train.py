@@ -8,7 +8,7 @@ backend that `train.backend` names (stages/backend.py), over several devices and
 seed (params.yaml's `seeds`; dvc.yaml's matrix): the seed draws the validation carve, the initial
 weights, the augmentation and the order. Writes models/<model>/<seed>.keras,
 reports/train/<model>/<seed>.json and dvclive's per-epoch curves under reports/train/<model>/<seed>/.
-A run that is killed resumes from its last completed epoch when it is started again with the same
+A run that is killed resumes from its last checkpoint when it is started again with the same
 settings, data and code (stages/resume.py).
 
 Keras is imported inside the functions: main() sets the backend first.
@@ -295,7 +295,7 @@ def ending_at_once_if_a_peer_fails(name, shard, run):
 
     A process that dies makes the others' next collective fail ("Connection reset by peer"); left to
     itself, JAX would then wait out its 100 s heartbeat at exit and abort with a C++ stack trace.
-    The last epoch's checkpoint is on disk and nothing else is written, so a rerun resumes.
+    The last checkpoint is on disk and nothing else is written, so a rerun resumes.
     """
     if shard.count == 1:
         yield
@@ -305,9 +305,11 @@ def ending_at_once_if_a_peer_fails(name, shard, run):
     except Exception as error:  # JAX reports a lost peer as a ValueError or a runtime error
         run.checkpoint.wait()
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        checkpoint = run.checkpoint  # only the first process writes it, so only it knows its epoch
+        resumes = f"after epoch {checkpoint.epochs_saved}" if checkpoint.writes else "from process 1's last checkpoint"
         log.error("%s: process %d of %d: training across processes failed (%s); another process probably died. "
-                  "Nothing was written; run the stage again on every process to resume after epoch %d",
-                  name, shard.index + 1, shard.count, first_line, run.state.epochs_done)
+                  "Nothing was written; run the stage again on every process to resume %s",
+                  name, shard.index + 1, shard.count, first_line, resumes)
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()

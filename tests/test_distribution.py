@@ -24,11 +24,15 @@ pytestmark = [pytest.mark.backends, pytest.mark.slow,
 TWO_CPU_DEVICES = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
 NAME = "digits_cnn"
 
-# The train stage, SIGKILLed after the first batch of the epoch that follows `after` completed epochs.
+# The train stage, checkpointing after every epoch (the first process writes the checkpoints).
+EVERY_EPOCH_CHECKPOINTS = "import sys; from stages import resume, train; resume.CHECKPOINT_SECONDS = 0; train.main(sys.argv[1:2])"
+
+# The same, SIGKILLed after the first batch of the epoch that follows `after` completed epochs.
 KILLED_MID_EPOCH = """
 import os, signal, sys
 from stages import resume, train
 after = int(sys.argv[2])
+resume.CHECKPOINT_SECONDS = 0
 def kill_mid_epoch(self, batch, logs=None):
     if self.state.epochs_done == after and batch == 0:
         os.kill(os.getpid(), signal.SIGKILL)
@@ -63,7 +67,7 @@ def train_on_two_processes(project, killed_after=None, timeout=300):
                "KERAS_DISTRIBUTION_JOB_ADDRESSES": f"127.0.0.1:{port}", "KERAS_DISTRIBUTION_NUM_PROCESSES": "2",
                "KERAS_DISTRIBUTION_PROCESS_ID": str(process_id)}
         command = (["-c", KILLED_MID_EPOCH, NAME, str(killed_after)] if killed_after is not None and process_id == 1
-                   else ["-m", "stages.train", NAME])
+                   else ["-c", EVERY_EPOCH_CHECKPOINTS, NAME])
         processes.append(subprocess.Popen([sys.executable, *command], cwd=project, env=env, text=True,
                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE))
     results = []

@@ -13,24 +13,32 @@ from stages.config import load_params, model_spec
 from stages.files import staged_path
 from stages.resume import run_fingerprint
 
-# Runs the train stage and SIGKILLs it after the first batch of the epoch that follows
-# `after` completed epochs (once that epoch's checkpoint is on disk): mid-epoch, with no
-# chance to clean up.
+# Runs the train stage and SIGKILLs it after the first batch of the epoch that follows `after` completed
+# epochs: mid-epoch, with no chance to clean up. Checkpoints are written after every epoch up to
+# `checkpointed` and no later (as when CHECKPOINT_SECONDS have not passed since); the kill waits for the
+# last one to be on disk.
 KILLED_MID_EPOCH = """
 import os, signal, sys
 from stages import resume, train
-after = int(sys.argv[2])
+after, checkpointed = int(sys.argv[2]), int(sys.argv[3])
+resume.CHECKPOINT_SECONDS = 0
+save = resume.Checkpoint.save
+def save_until(self, state, model, best_weights):
+    if state.epochs_done <= checkpointed:
+        save(self, state, model, best_weights)
 def kill_mid_epoch(self, batch, logs=None):
     if self.state.epochs_done == after and batch == 0:
         self.checkpoint.wait()
         os.kill(os.getpid(), signal.SIGKILL)
+resume.Checkpoint.save = save_until
 resume.EpochCheckpoint.on_train_batch_end = kill_mid_epoch
 train.main(sys.argv[1:2])
 """
 
 
-def train_killed_after(project, name, epochs):
-    result = run_python("-c", KILLED_MID_EPOCH, name, str(epochs), cwd=project)
+def train_killed_after(project, name, epochs, checkpointed=None):
+    checkpointed = epochs if checkpointed is None else checkpointed
+    result = run_python("-c", KILLED_MID_EPOCH, name, str(epochs), str(checkpointed), cwd=project)
     assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
 
 
@@ -68,11 +76,13 @@ def use_transfer_with_dropout_and_augmentation(project):
 @pytest.mark.backends
 @pytest.mark.slow
 @pytest.mark.parametrize("name, kill_points", [
-    ("digits_cnn", [2]),        # mid-run (a phase like any other: the transfer model's first is no different)
+    # mid-run, checkpointed after the epoch before the kill, then after an earlier one only (a phase
+    # like any other: the transfer model's first is no different)
+    ("digits_cnn", [(2, 2), (2, 1)]),
     # Between the phases and in the fine-tuning phase, against one uninterrupted run. The phases'
     # bookkeeping is the same on both backends, and XLA compiling MobileNet takes minutes on this
     # CPU: the JAX pass resumes the CNN alone.
-    pytest.param("digits_transfer", [2, 3], marks=TENSORFLOW_PASS_ONLY),
+    pytest.param("digits_transfer", [(2, 2), (3, 3)], marks=TENSORFLOW_PASS_ONLY),
 ])
 def test_killed_run_resumes_and_ends_like_an_uninterrupted_one(tiny_project, name, kill_points, caplog):
     use_transfer_with_dropout_and_augmentation(tiny_project)
@@ -80,22 +90,22 @@ def test_killed_run_resumes_and_ends_like_an_uninterrupted_one(tiny_project, nam
     uninterrupted_weights, uninterrupted_report, uninterrupted_curves = outputs_of(tiny_project, name)
     caplog.set_level("INFO")
 
-    for killed_after in kill_points:
+    for killed_after, checkpointed in kill_points:
         remove_outputs(tiny_project, name)
-        train_killed_after(tiny_project, name, killed_after)
+        train_killed_after(tiny_project, name, killed_after, checkpointed)
         assert not (tiny_project / "models" / name / "5.keras").exists()
         assert not (tiny_project / "reports/train" / name / "5.json").exists()
         state = json.loads((tiny_project / "models/resume" / name / "5" / "state.json").read_text())
-        assert state["epochs_done"] == killed_after
+        assert state["epochs_done"] == checkpointed
 
         caplog.clear()
         assert run_stage(train, name) is None
 
-        assert f"resuming from models/resume/{name}/5 after epoch {killed_after}" in caplog.text
+        assert f"resuming from models/resume/{name}/5 after epoch {checkpointed}" in caplog.text
         weights, report, curves = outputs_of(tiny_project, name)
         for resumed, expected in zip(weights, uninterrupted_weights, strict=True):
             np.testing.assert_array_equal(resumed, expected)
-        assert report["resumed_after_epoch"] == killed_after and uninterrupted_report["resumed_after_epoch"] == 0
+        assert report["resumed_after_epoch"] == checkpointed and uninterrupted_report["resumed_after_epoch"] == 0
         for key in ("epochs_run", "best_epoch", "best_val_loss", "best_val_accuracy"):
             assert report[key] == uninterrupted_report[key], key
         assert curves == uninterrupted_curves
@@ -188,6 +198,36 @@ def test_later_checkpoints_write_their_own_epochs_values_into_the_reused_arrays(
     written = resume.load_arrays(tmp_path / "resume" / resume.VARIABLES_FILE)
     expected = [np.array(variable.numpy()) for variable in resume.training_variables(model)]
     assert all(np.array_equal(value, back) for value, back in zip(expected, written, strict=True))
+
+
+class RecordedSaves:
+    """Stands in for a Checkpoint: notes how many epochs each save held and the logs it carried."""
+
+    def __init__(self):
+        self.saves = []
+
+    def save(self, state, model, best_weights):
+        self.saves.append((state.epochs_done, len(state.epoch_logs)))
+
+
+def test_a_checkpoint_is_saved_once_checkpoint_seconds_have_passed_since_the_last(monkeypatch):
+    clock = iter([0.0, 25.0, 50.0, 70.0, 100.0, 125.0, 131.0])  # fit begins, then six epochs end
+    monkeypatch.setattr(resume.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(resume, "CHECKPOINT_SECONDS", 60)
+    recorder, state = RecordedSaves(), resume.TrainingState("fingerprint")
+    stopper = resume.ResumableEarlyStopping(patience=6)
+    stopper.on_train_begin()
+    callback = resume.EpochCheckpoint(recorder, state, stopper, end_epoch=6, seconds_before=0.0)
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.stop_training = False  # as fit sets it
+    callback.set_model(model)
+    callback.on_train_begin()
+    for epoch in range(6):
+        callback.on_epoch_end(epoch, {"loss": 1.0 / (epoch + 1)})
+
+    assert recorder.saves == [(3, 3), (6, 6)]  # 70 s after the start, then 61 s after that save
+    assert state.epoch_seconds == [25.0, 25.0, 20.0, 30.0, 25.0, 6.0] and state.fit_seconds == 131.0
+    assert state.phase_finished
 
 
 def test_checkpoint_arrays_read_back_with_their_dtypes_shapes_and_values(tmp_path):
