@@ -306,14 +306,23 @@ def variant_rows(run):
                 "" if figures["jit_compile"] else " (no XLA)") for variant, figures in entry.items()}}
 
 
+def where(stamp):
+    """The machine a stamp names, in parentheses; nothing for stamps from before they named one."""
+    return f" ({stamp['device']})" if stamp.get("device") else ""
+
+
 def flops_lines(results):
-    """Each ResNet50's achieved training FLOP/s against the measured peak: on this CPU, and in the GPU runs."""
+    """Each ResNet50's achieved training FLOP/s against the peak measured on the same machine in the same run:
+    on the CPU, and in the GPU runs."""
     for backend, models in results.get("speed", {}).items():
+        run = results.get("speed_runs", {}).get(backend, {})  # the peak measured beside these figures, if recorded
         for model, entry in models.items():
             if "achieved_flops" in entry:
-                yield (f"- {model}, our stage on {backend} on this machine: {entry['forward_flops_per_image'] / 1e9:.2f} "
-                       f"GFLOPs per image forward, {entry['achieved_flops'] / 1e9:.1f} GFLOP/s, "
-                       f"{100 * entry['achieved_flops'] / results['peak']:.0f} % of the float32 peak")
+                yield (f"- {model}, our stage on {backend}{where(run) or ' on this machine'}: "
+                       f"{entry['forward_flops_per_image'] / 1e9:.2f} GFLOPs per image forward, "
+                       f"{entry['achieved_flops'] / 1e9:.1f} GFLOP/s" + (
+                           f", {100 * entry['achieved_flops'] / run['peak']:.0f} % of the float32 peak measured in that run"
+                           if run.get("peak") else ""))
     for run in (results.get("gpu") or {}).get("runs", []):
         for model, entry in run["models"].items():
             forward = entry.get("float32_xla", {}).get("forward_flops_per_image")
@@ -359,17 +368,19 @@ def markdown(results):
         if results.get(part):
             tables[part] = table(rows(results[part]))
     tables["speed_runs"] = "\n".join(
-        f"- {backend}: measured at commit {run['commit']} on {run['date']}, {run['epochs']} epochs, {run['repeats']} "
-        f"run{'s' if run['repeats'] != 1 else ''} per side" for backend, run in results.get("speed_runs", {}).items())
+        f"- {backend}: measured at commit {run['commit']} on {run['date']}{where(run)}, {run['epochs']} epochs, "
+        f"{run['repeats']} run{'s' if run['repeats'] != 1 else ''} per side"
+        for backend, run in results.get("speed_runs", {}).items())
     together = results.get("backend_ratios")
-    tables["backends"] = (f"Measured together at commit {together['commit']} on {together['date']}.\n\n"
+    tables["backends"] = (f"Measured together at commit {together['commit']} on {together['date']}{where(together)}.\n\n"
                           + table(together["rows"])) if together else ""
     if results.get("variants"):
         tables["variants"] = "\n\n".join(table(variant_rows(run)) for run in results["variants"].values())
     shown = {part for part in PARTS if results.get(part)} | {part for part in ("flops", "gpu", "backends")
                                                              if tables[part]}
     fields = {**results, "SCALE_DATASET": SCALE_DATASET, "SCALE_MODEL": SCALE_MODEL, "tables": tables, "stamp": {
-        part: f"Measured at commit {when['commit']} on {when['date']}." for part, when in results["parts"].items()}}
+        part: f"Measured at commit {when['commit']} on {when['date']}{where(when)}."
+        for part, when in results["parts"].items()}}
     head, *sections = Path(__file__).with_name("report_template.md").read_text().split("<!-- part: ")
     return head.format(**fields) + "".join(text.format(**fields) for part, text in (
         section.split(" -->\n", 1) for section in sections) if part in shown) + "\nRaw figures: `benchmarks.json`.\n"
@@ -449,10 +460,12 @@ def main(argv=None):
             results["peak"] = backend_speed.matmul_peak("float32", 2048, 20)
         for part in parts:
             results[part] = measures[part]()
-            stamp = results["parts"][part] = {"commit": commit, "date": time.strftime("%Y-%m-%d")}
-            if part == "speed":  # each backend keeps its own stamp; backends compare within one run only
+            stamp = results["parts"][part] = {"commit": commit, "date": time.strftime("%Y-%m-%d"),
+                                              "device": results["machine"]["device"]}
+            if part == "speed":  # each backend keeps its own stamp and peak; backends compare within one run only
                 results["speed_runs"] = {**results.get("speed_runs", {}), **{
-                    backend: {**stamp, "epochs": args.epochs, "repeats": args.repeats} for backend in backends}}
+                    backend: {**stamp, "epochs": args.epochs, "repeats": args.repeats, "peak": results["peak"]}
+                    for backend in backends}}
                 if {"tensorflow", "jax"} <= set(backends):
                     results["backend_ratios"] = {**stamp, "rows": list(backend_rows(results["speed"]))}
             write_report(output, results)  # each part is kept as soon as it is measured

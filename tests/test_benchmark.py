@@ -57,6 +57,8 @@ def test_speed_and_variants_parts_compare_our_stage_with_plain_keras(tiny_projec
     assert "## Precision and XLA" in report and report.count("Measured at commit") == 1, "variants' stamp"
     assert f"- {other}: measured at commit abc1234 on 2026-01-01, 3 epochs, 2 runs per side" in report
     assert f"- {backend}: measured at commit " in report and "2 epochs, 1 run per side" in report
+    assert f"({results['machine']['device']}), 2 epochs" in report, "a new stamp names the machine it ran on"
+    assert results["speed_runs"][backend]["peak"] == results["peak"]
     assert "## JAX against TensorFlow" not in report, "backends timed in different runs are not set side by side"
     assert set(results["parts"]) == {"speed", "variants"}
     assert not (tiny_project / "models").exists(), "the runs happen in scratch folders, not in the project"
@@ -178,6 +180,19 @@ def test_figures_from_before_both_backends_were_timed_read_as_tensorflow_s(tmp_p
     assert earlier["speed"] == {"tensorflow": {"m": {"ours": {}, "keras": {}}}}
     assert earlier["speed_runs"] == {"tensorflow": {"epochs": None, "repeats": None}}
     assert earlier["variants"] == {"tensorflow": {"machine": {"backend": "tensorflow"}, "models": {}}}
+
+
+def test_each_backends_flops_are_set_against_the_peak_measured_in_its_own_run():
+    """Backends timed on different days may have run on different CPUs: the latest peak is not theirs."""
+    resnet = {"m_resnet50": {"achieved_flops": 20e9, "forward_flops_per_image": 0.5e9}}
+    results = {"peak": 400e9, "speed": {"tensorflow": resnet, "jax": resnet, "old": resnet}, "speed_runs": {
+        "tensorflow": {"device": "CPU A", "peak": 100e9}, "jax": {"device": "CPU B", "peak": 200e9}, "old": {}}}
+    assert list(benchmark.flops_lines(results)) == [
+        "- m_resnet50, our stage on tensorflow (CPU A): 0.50 GFLOPs per image forward, 20.0 GFLOP/s, "
+        "20 % of the float32 peak measured in that run",
+        "- m_resnet50, our stage on jax (CPU B): 0.50 GFLOPs per image forward, 20.0 GFLOP/s, "
+        "10 % of the float32 peak measured in that run",
+        "- m_resnet50, our stage on old on this machine: 0.50 GFLOPs per image forward, 20.0 GFLOP/s"]
 
 
 def test_stages_run_reads_dvcs_lines_in_order():
