@@ -400,7 +400,7 @@ def earlier_results(path):
             earlier["backend_ratios"] = {**stamp, "rows": rows}
         earlier["speed_runs"] = {backend: {**stamp, "epochs": earlier.get("epochs"), "repeats": earlier.get("repeats")}
                                  for backend in earlier["speed"]}
-    return {**{key: earlier[key] for key in (*PARTS, "peak", "speed_runs", "backend_ratios") if key in earlier},
+    return {**{key: earlier[key] for key in (*PARTS, "speed_runs", "backend_ratios") if key in earlier},
             "parts": {part: when for part, when in earlier.get("parts", {}).items() if part in earlier}}
 
 
@@ -456,15 +456,14 @@ def main(argv=None):
                                                        args.variant_batch_size)},
                     "scale": lambda: {f"{f}x": scale_run(params, int(f), Path(workdir)) for f in args.scale_factors.split(",")},
                     "queue": lambda: queue_timing(params, SCALE_MODEL, args.epochs), "noop": noop_repro}
-        if "speed" in parts:
-            results["peak"] = backend_speed.matmul_peak("float32", 2048, 20)
+        peak = backend_speed.matmul_peak("float32", 2048, 20) if "speed" in parts else None  # kept per backend
         for part in parts:
             results[part] = measures[part]()
             stamp = results["parts"][part] = {"commit": commit, "date": time.strftime("%Y-%m-%d"),
                                               "device": results["machine"]["device"]}
             if part == "speed":  # each backend keeps its own stamp and peak; backends compare within one run only
                 results["speed_runs"] = {**results.get("speed_runs", {}), **{
-                    backend: {**stamp, "epochs": args.epochs, "repeats": args.repeats, "peak": results["peak"]}
+                    backend: {**stamp, "epochs": args.epochs, "repeats": args.repeats, "peak": peak}
                     for backend in backends}}
                 if {"tensorflow", "jax"} <= set(backends):
                     results["backend_ratios"] = {**stamp, "rows": list(backend_rows(results["speed"]))}
