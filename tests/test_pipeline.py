@@ -98,6 +98,8 @@ def test_repro_builds_then_does_nothing_then_reruns_only_what_changed(repo):
 def test_one_models_change_shows_in_metrics_diff_and_a_new_models_plots_appear(cnn_repo):
     repo = cnn_repo
     repo.dvc("repro")
+    first_run = {path: (repo.root / path).read_bytes() for path in (
+        "models/digits_cnn/3.keras", "reports/runs/digits_cnn/3.json", "reports/train/digits_cnn/3.json")}
     repo.run("git", "add", "-A")
     repo.run("git", "commit", "-qm", "first run")
     repo.run("git", "checkout", "-qb", "more-epochs")
@@ -116,6 +118,18 @@ def test_one_models_change_shows_in_metrics_diff_and_a_new_models_plots_appear(c
     assert diff["reports/train/digits_cnn/3.json"]["epochs_run"] == {"old": 2, "new": 3, "diff": 1}
     assert "reports/metrics/digits_cnn/3.json" in changed_files
     assert not any("faces" in path for path in changed_files), diff
+
+    # Back to settings already run: DVC's run cache restores the train stage's outputs instead of
+    # re-training, run facts included; only what reads the model runs again.
+    repo.params["models"]["digits_cnn"]["train"]["epochs"] = 2
+    repo.write_params(repo.params)
+    restored = repo.dvc("repro")
+    assert stages_run(restored) == ["compare", "evaluate@digits_cnn-3"], restored
+    assert "train@digits_cnn-3' is cached" in restored, restored
+    assert [(repo.root / path).read_bytes() for path in first_run] == list(first_run.values())
+    repo.params["models"]["digits_cnn"]["train"]["epochs"] = 3
+    repo.write_params(repo.params)
+    assert stages_run(repo.dvc("repro")) == ["compare", "evaluate@digits_cnn-3"]
 
     # A new model is one params.yaml block: its plots appear with no edit of dvc.yaml.
     repo.params["models"]["digits_wide"] = {"dataset": "digits", "builder": "signs_cnn",
