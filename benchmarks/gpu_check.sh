@@ -10,7 +10,7 @@
 #   OUT=/some/folder bash benchmarks/gpu_check.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
-if python3 -c "import keras" 2>/dev/null; then :; else
+if KERAS_BACKEND=jax python3 -c "import keras" 2>/dev/null; then :; else
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
         || exit 1
     export PYTHONPATH=/tmp/site
