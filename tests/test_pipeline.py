@@ -127,9 +127,15 @@ def test_one_models_change_shows_in_metrics_diff_and_a_new_models_plots_appear(c
     assert stages_run(restored) == ["compare", "evaluate@digits_cnn-3"], restored
     assert "train@digits_cnn-3' is cached" in restored, restored
     assert [(repo.root / path).read_bytes() for path in first_run] == list(first_run.values())
-    repo.params["models"]["digits_cnn"]["train"]["epochs"] = 3
+    # The same for a change of backend (docs/training.md): to JAX trains, back to TensorFlow restores.
+    repo.params["models"]["digits_cnn"]["train"]["backend"] = "jax"
+    repo.write_params(repo.params)
+    assert stages_run(repo.dvc("repro")) == ["compare", "evaluate@digits_cnn-3", "train@digits_cnn-3"]
+    assert json.loads((repo.root / "reports/runs/digits_cnn/3.json").read_text())["backend"] == "jax"
+    del repo.params["models"]["digits_cnn"]["train"]["backend"]  # the default again, TensorFlow
     repo.write_params(repo.params)
     assert stages_run(repo.dvc("repro")) == ["compare", "evaluate@digits_cnn-3"]
+    assert [(repo.root / path).read_bytes() for path in first_run] == list(first_run.values())
 
     # A new model is one params.yaml block: its plots appear with no edit of dvc.yaml.
     repo.params["models"]["digits_wide"] = {"dataset": "digits", "builder": "signs_cnn",
