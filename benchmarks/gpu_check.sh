@@ -36,6 +36,7 @@ if os.environ.get("DRY_RUN"):
 yaml.safe_dump(params, open("params.yaml", "w"), sort_keys=False)
 EOF
 [ -d .git ] || python3 -m dvc config core.no_scm true
+rm -rf reports/train reports/runs reports/eval reports/metrics   # the committed run's: what comes back is this one's
 
 models=$(python3 -c "import yaml; print(' '.join(yaml.safe_load(open('params.yaml'))['models']))")
 stages=$(python3 -m dvc stage list --name-only) || exit 1   # in dvc.yaml's order: download to compare
