@@ -10,12 +10,12 @@
 #   OUT=/some/folder bash benchmarks/gpu_check.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
-if KERAS_BACKEND=jax python3 -c "import keras" 2>/dev/null; then :; else
+export KERAS_BACKEND=jax PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false DVC_NO_ANALYTICS=1
+if python3 -c "import keras" 2>/dev/null; then :; else
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
         || exit 1
     export PYTHONPATH=/tmp/site
 fi
-export KERAS_BACKEND=jax PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false DVC_NO_ANALYTICS=1
 export LOCAL_DATA_DIR=$PWD/.gpu-data/datasets LOCAL_WEIGHTS_DIR=$PWD/.gpu-data/weights
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,driver_version --format=csv >"$OUT/nvidia-smi.txt" 2>&1
 
