@@ -7,7 +7,6 @@ import os
 import platform
 import time
 import timeit
-from pathlib import Path
 
 import numpy as np
 
@@ -31,11 +30,9 @@ def machine_description():
     """CPU, cores, memory, GPUs, the Keras backend and the versions, as this process sees them."""
     import keras
 
-    from stages.backend import gpu_names
+    from stages.backend import cpu_name, gpu_names
 
-    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []
-    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), platform.processor())
-    backend, gpus = keras.backend.backend(), gpu_names()
+    cpu, backend, gpus = cpu_name(), keras.backend.backend(), gpu_names()
     return {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "gpus": gpus, "device": ", ".join(gpus) or f"CPU only: {cpu}",
             "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
             "python": platform.python_version(), "keras": keras.__version__, "backend": backend,

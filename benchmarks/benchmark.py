@@ -96,8 +96,8 @@ def stage_speed(directory, model):
     spec = model_spec(load_params(directory / PARAMS_FILE), model)
     run = {**json.loads((directory / spec.report_path).read_text()), **json.loads((directory / spec.run_path).read_text())}
     return {"images_per_second": run["images_per_second"], "epoch_seconds": run["epoch_seconds"],
-            "steady_images_per_second": steady(run["train_images"], run["epoch_seconds"]),
-            "train_images": run["train_images"], "validation_images": run["validation_images"],
+            "steady_images_per_second": steady(run["images_per_epoch"], run["epoch_seconds"]),
+            "images_per_epoch": run["images_per_epoch"], "validation_images": run["validation_images"],
             "process_seconds": round(seconds, 1), "peak_rss_mib": peak, "training_peak_rss_mib": run["peak_memory_mib"]}
 
 
@@ -169,8 +169,8 @@ def training_speed(params, models, epochs, repeats, workdir, backend):
         if spec.builder == "resnet50" or spec.network.get("backbone") == "ResNet50":
             ours = entry["ours"]  # a training image costs a forward pass and a backward of about two, a validation one
             entry["forward_flops_per_image"] = backend_speed.model_forward_flops(model)
-            entry["achieved_flops"] = (3 * ours["train_images"] + ours["validation_images"]) * entry[
-                "forward_flops_per_image"] * ours["steady_images_per_second"] / ours["train_images"]
+            entry["achieved_flops"] = (3 * ours["images_per_epoch"] + ours["validation_images"]) * entry[
+                "forward_flops_per_image"] * ours["steady_images_per_second"] / ours["images_per_epoch"]
     return results
 
 

@@ -7,7 +7,9 @@ anything imports Keras. With JAX, TensorFlow is never imported.
 """
 
 import os
+import platform
 import sys
+from pathlib import Path
 
 
 class BackendError(RuntimeError):
@@ -65,6 +67,15 @@ def host_copy(variable, out=None):
         return np.array(value)
     np.copyto(out, value)
     return out
+
+
+def cpu_name():
+    """The CPU's model name (Linux's /proc/cpuinfo, else what Python knows). Run facts record it: the
+    same code, parameters and data gave other weights on another CPU (docs/training.md#reproducibility)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
+    name = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "")
+    return name or platform.processor() or platform.machine() or "unknown CPU"
 
 
 def gpu_names():

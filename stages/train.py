@@ -28,7 +28,8 @@ from typing import NamedTuple
 import numpy as np
 from sklearn.utils.class_weight import compute_class_weight
 
-from stages.backend import BackendError, backend_name, gpu_names, host_copy, make_deterministic, use_backend, versions
+from stages.backend import (BackendError, backend_name, cpu_name, gpu_names, host_copy, make_deterministic, use_backend,
+                            versions)
 from stages.cli import exit_on, parse_stage_arguments, peak_memory_mib
 from stages.code import REPO_ROOT, code_files
 from stages.config import ParamsError, load_params, model_spec
@@ -99,7 +100,7 @@ def configure_runtime(train, seed):
     if deterministic:
         make_deterministic()
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed_precision else "float32")
-    runtime = {"backend": backend, "device": f"GPU: {', '.join(gpus)}" if gpus else "CPU",
+    runtime = {"backend": backend, "device": f"GPU: {', '.join(gpus)}" if gpus else "CPU", "cpu": cpu_name(),
                "mixed_precision": mixed_precision, "jit_compile": jit_compile, "deterministic_ops": deterministic,
                "distribution": train["distribution"], "devices": devices, "processes": shard.count,
                "versions": versions()}
@@ -235,7 +236,7 @@ def train_model(spec):
     from dvclive import Live
 
     from stages.curves import LiveCurves
-    from stages.inputs import ordered_batches, training_batches
+    from stages.inputs import ordered_batches, training_batches, whole_batches
     from stages.resume import ResumableRun
 
     train, batch_size = spec.train, spec.train["batch_size"]
@@ -281,7 +282,8 @@ def train_model(spec):
                  weights_digest(model))
     if lead:
         save_model(model, spec.model_path)
-        write_reports(spec, model, run, runtime, len(train_indices), len(validation_indices))
+        trained_per_epoch = whole_batches(len(train_indices), batch_size, runtime["devices"])
+        write_reports(spec, model, run, runtime, len(train_indices), trained_per_epoch, len(validation_indices))
         run.finish()
     else:  # Keras saves collectively: every process must save, the others to scratch
         with tempfile.TemporaryDirectory() as scratch:
@@ -324,7 +326,7 @@ def weights_digest(model):
     return digest.hexdigest()
 
 
-def write_reports(spec, model, run, runtime, train_images, validation_images):
+def write_reports(spec, model, run, runtime, train_images, trained_per_epoch, validation_images):
     """The training metrics (what the same settings and data reproduce) and the facts of this run.
 
     Times and the machine go to the run facts, so a retrain that gives the same weights changes no
@@ -342,7 +344,8 @@ def write_reports(spec, model, run, runtime, train_images, validation_images):
     write_json(spec.run_path, {
         "weights": weights_origin(spec.builder, spec.network),
         "wall_time_seconds": round(state.fit_seconds, 2),
-        "images_per_second": round(train_images * state.epochs_done / state.fit_seconds, 1),
+        "images_per_epoch": trained_per_epoch,  # whole batches only: a few training images sit out each epoch
+        "images_per_second": round(trained_per_epoch * state.epochs_done / state.fit_seconds, 1),
         "epoch_seconds": state.epoch_seconds,
         "peak_memory_mib": peak_memory_mib(),
         "resumed_after_epoch": run.resumed_after_epoch,

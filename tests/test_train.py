@@ -1,5 +1,7 @@
 """The train stage on tiny generated data: outputs, best epoch, fine-tuning, determinism, bad params."""
 
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
@@ -21,7 +23,11 @@ def test_train_writes_model_report_and_curves(tiny_project):
     assert report["train_images"] == 18 and report["validation_images"] == 6
     assert report["parameter_count"] == keras.models.load_model(tiny_project / "models/digits_cnn/5.keras").count_params()
     assert report["device"].startswith(("CPU", "GPU")) and isinstance(report["mixed_precision"], bool)
-    assert report["images_per_second"] > 0 and report["wall_time_seconds"] > 0
+    cpuinfo = Path("/proc/cpuinfo")
+    assert report["cpu"] and (not cpuinfo.is_file() or f": {report['cpu']}\n" in cpuinfo.read_text()), \
+        "the run facts name the CPU that trained (another CPU type may give other weights)"
+    assert report["images_per_epoch"] == 16, "whole batches of 4 out of 18 training images"
+    assert report["images_per_second"] == pytest.approx(16 * 4 / report["wall_time_seconds"], rel=0.02)
     assert report["peak_memory_mib"] > 100, "TensorFlow alone takes more than that"
     for curve in ("train/loss", "eval/loss", "train/accuracy", "eval/accuracy"):
         lines = (tiny_project / "reports/train/digits_cnn/5/plots/metrics" / f"{curve}.tsv").read_text().splitlines()
